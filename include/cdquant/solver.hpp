@@ -1,0 +1,70 @@
+// The layer solvers: given W [d_out, d_in], H [d_in, d_in] and a grid, choose integer codes
+// that minimise L(Q) = tr((Q - W) H (Q - W)^T). Rows are independent; every solver is
+// parallel across rows.
+#pragma once
+
+#include <cdquant/grid.hpp>
+#include <cdquant/matrix.hpp>
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace cdq {
+
+enum class Method {
+  Rtn,     // round to nearest on the min-max (or spec.search) grid
+  Owc,     // RTN on the OWC grid
+  Gptq,    // GPTQ, reference semantics
+  Cd,      // greedy coordinate descent from cd_init
+  Bcd,     // block coordinate descent from cd_init
+  Cyclic,  // cyclic coordinate descent from cd_init
+  OwcCd,   // CD started from OWC codes
+  OwcBcd,  // BCD started from OWC codes
+};
+
+Method parse_method(std::string_view name);  // "rtn", "gptq", "cd", "owc-cd", ...
+const char* method_name(Method m);
+bool is_cd_family(Method m);
+
+struct SolverOptions {
+  GridSpec grid;
+  double percdamp = 0.01;    // damping: percdamp * mean(diag H) added to the diagonal
+  int gptq_block = 128;      // GPTQ lazy-update block
+  bool act_order = false;    // GPTQ column order by descending diag(H)
+  bool static_groups = false;  // GPTQ: fit all group scales up front on the original W
+  Method cd_init = Method::Gptq;  // start of Cd/Bcd/Cyclic: Rtn, Owc or Gptq
+  double cd_budget = 1.0;    // CD steps per row = cd_budget * d_in (early stop at optimum)
+  int bcd_block = 2;         // coordinates moved jointly per BCD step
+  int cyclic_sweeps = 4;     // full passes over the coordinates for cyclic CD
+  const Grid* fixed_grid = nullptr;  // when set, every solver picks codes on this grid
+  int threads = 0;           // 0: OpenMP default
+};
+
+struct SolveResult {
+  Method method = Method::Rtn;
+  Grid grid;
+  std::vector<uint8_t> codes;  // [d_out, d_in]
+  Matrix q;                    // [d_out, d_in] dequantized weights
+  double objective = 0.0;      // L(Q) with the undamped H
+  double reference = 0.0;      // tr(W H W^T), undamped
+  double seconds = 0.0;        // whole solve, including the start for the CD family
+  double seconds_refine = 0.0;  // CD family: the refinement alone
+  std::vector<double> convergence;  // CD family: damped objective after each sweep-equivalent
+  double moves_per_row = 0.0;       // CD family: accepted moves per row (mean)
+  std::vector<std::string> notes;   // e.g. damping escalations
+
+  double relative() const { return reference > 0 ? objective / reference : 0.0; }
+};
+
+// Validates a layer problem: shapes agree, H square and symmetric, no NaN/Inf. Throws Error.
+void validate_layer_problem(const Matrix& w, const Matrix& h);
+
+// tr((Q - W) H (Q - W)^T), accumulated in double.
+double layer_objective(const Matrix& w, const Matrix& q, const Matrix& h);
+
+// Solves one layer with one method.
+SolveResult solve_layer(const Matrix& w, const Matrix& h, Method method,
+                        const SolverOptions& options);
+
+}  // namespace cdq

@@ -1,0 +1,105 @@
+// solve_layer: validation, dispatch to the method, and the true objective.
+#include <cdquant/solver.hpp>
+
+#include <chrono>
+#include <cmath>
+
+namespace cdq {
+
+namespace {
+
+struct MethodName {
+  Method method;
+  const char* name;
+};
+constexpr MethodName kMethodNames[] = {
+    {Method::Rtn, "rtn"},       {Method::Owc, "owc"},       {Method::Gptq, "gptq"},
+    {Method::Cd, "cd"},         {Method::Bcd, "bcd"},       {Method::Cyclic, "cyclic"},
+    {Method::OwcCd, "owc-cd"},  {Method::OwcBcd, "owc-bcd"},
+};
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+Method parse_method(std::string_view name) {
+  for (const auto& m : kMethodNames)
+    if (name == m.name) return m.method;
+  fail("unknown method '{}' (expected rtn, owc, gptq, cd, bcd, cyclic, owc-cd or owc-bcd)",
+       name);
+}
+
+const char* method_name(Method m) {
+  for (const auto& e : kMethodNames)
+    if (e.method == m) return e.name;
+  return "?";
+}
+
+bool is_cd_family(Method m) {
+  return m == Method::Cd || m == Method::Bcd || m == Method::Cyclic || m == Method::OwcCd ||
+         m == Method::OwcBcd;
+}
+
+void validate_layer_problem(const Matrix& w, const Matrix& h) {
+  CDQ_CHECK(w.rows > 0 && w.cols > 0, "W is empty ({}x{})", w.rows, w.cols);
+  CDQ_CHECK(h.rows == h.cols, "H must be square, got {}x{}", h.rows, h.cols);
+  CDQ_CHECK(h.rows == w.cols, "shape mismatch: W is [{}, {}] so H must be [{}, {}], got [{}, {}]",
+            w.rows, w.cols, w.cols, w.cols, h.rows, h.cols);
+  CDQ_CHECK(all_finite(w.span()), "W contains NaN or Inf");
+  CDQ_CHECK(all_finite(h.span()), "H contains NaN or Inf");
+  for (int64_t i = 0; i < h.rows; ++i) {
+    CDQ_CHECK(h(i, i) >= 0.0f, "H is not positive semi-definite: H[{},{}] = {}", i, i, h(i, i));
+    for (int64_t j = i + 1; j < h.cols; ++j) {
+      const float a = h(i, j), b = h(j, i);
+      const float tol = 1e-5f * (std::abs(a) + std::abs(b)) + 1e-30f;
+      CDQ_CHECK(std::abs(a - b) <= tol, "H is not symmetric: H[{},{}] = {} but H[{},{}] = {}", i,
+                j, a, j, i, b);
+    }
+  }
+}
+
+double layer_objective(const Matrix& w, const Matrix& q, const Matrix& h) {
+  CDQ_ASSERT(w.rows == q.rows && w.cols == q.cols && h.rows == w.cols);
+  const int64_t n = w.cols;
+  double total = 0.0;
+#pragma omp parallel for reduction(+ : total) schedule(static)
+  for (int64_t r = 0; r < w.rows; ++r) {
+    std::vector<double> e(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) e[i] = static_cast<double>(q(r, i)) - w(r, i);
+    double row = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+      if (e[i] == 0.0) continue;
+      const float* hi = h.row(i);
+      double dot = 0.0;
+      for (int64_t j = 0; j < n; ++j) dot += hi[j] * e[j];
+      row += e[i] * dot;
+    }
+    total += row;
+  }
+  return total;
+}
+
+SolveResult solve_layer(const Matrix& w, const Matrix& h, Method method,
+                        const SolverOptions& options) {
+  validate_layer_problem(w, h);
+  const auto t0 = std::chrono::steady_clock::now();
+  SolveResult res;
+  res.method = method;
+  switch (method) {
+    case Method::Rtn:
+      res.grid = options.fixed_grid ? *options.fixed_grid : fit_grid(w, options.grid, &h);
+      res.codes = round_to_grid(res.grid, w);
+      break;
+    default:
+      fail("method '{}' is not implemented yet", method_name(method));
+  }
+  res.q = dequantize(res.grid, res.codes);
+  res.seconds = seconds_since(t0);
+  res.objective = layer_objective(w, res.q, h);
+  res.reference = layer_objective(w, Matrix(w.rows, w.cols), h);
+  return res;
+}
+
+}  // namespace cdq

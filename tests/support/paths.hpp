@@ -1,0 +1,11 @@
+// Where the tests find ../shared and the CLI binary.
+#pragma once
+
+#include <string>
+
+namespace cdq::test {
+
+std::string shared_dir();  // ../shared beside the checkout
+std::string cli_path();    // the built cdquant binary
+
+}  // namespace cdq::test

@@ -1,0 +1,7 @@
+#include "commands.hpp"
+
+namespace cdq::cli {
+
+void register_commands(CLI::App& app) { register_layer(app); }
+
+}  // namespace cdq::cli

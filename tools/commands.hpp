@@ -1,0 +1,12 @@
+// Each subcommand registers itself on the app from its own file (tools/cmd_*.cpp).
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace cdq::cli {
+
+void register_commands(CLI::App& app);
+
+void register_layer(CLI::App& app);  // cmd_layer.cpp
+
+}  // namespace cdq::cli
