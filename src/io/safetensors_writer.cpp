@@ -1,0 +1,259 @@
+// SafetensorsWriter: header from the declared sizes, then each tensor streamed in name order.
+#include <algorithm>
+#include <cdquant/half.hpp>
+#include <cdquant/safetensors.hpp>
+#include <cerrno>
+#include <cstdio>
+#include <filesystem>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <utility>
+
+namespace cdq {
+
+namespace {
+
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+// A FILE* that counts what one tensor writes and refuses more than was declared.
+class FileSink : public ByteSink {
+ public:
+  FileSink(std::FILE* f, const std::string& path) : f_(f), path_(path) {}
+
+  void begin_tensor(const std::string& name, uint64_t declared) {
+    name_ = name;
+    declared_ = declared;
+    written_ = 0;
+  }
+  void end_tensor() const {
+    CDQ_CHECK(written_ == declared_, "{}: tensor '{}': the producer wrote {} bytes, expected {}",
+              path_, name_, written_, declared_);
+  }
+  void write(const void* data, size_t n) override {
+    CDQ_CHECK(n <= declared_ - written_,
+              "{}: tensor '{}': the producer wrote more than the declared {} bytes", path_, name_,
+              declared_);
+    raw(data, n);
+    written_ += n;
+  }
+  void raw(const void* data, size_t n) {
+    CDQ_CHECK(n == 0 || std::fwrite(data, 1, n, f_) == n, "{}: write failed: {}", path_,
+              std::strerror(errno));
+  }
+
+ private:
+  std::FILE* f_;
+  const std::string& path_;
+  std::string name_;
+  uint64_t declared_ = 0;
+  uint64_t written_ = 0;
+};
+
+// Closes the file and removes the temporary unless it was committed.
+struct TempFile {
+  std::string path;
+  std::FILE* f = nullptr;
+  bool committed = false;
+  ~TempFile() {
+    if (f) std::fclose(f);
+    if (!committed) {
+      std::error_code ec;
+      fs::remove(path, ec);
+    }
+  }
+};
+
+uint64_t checked_nbytes(const std::string& name, DType dtype, const std::vector<int64_t>& shape) {
+  uint64_t n = dtype_size(dtype);
+  for (int64_t d : shape) {
+    CDQ_CHECK(d >= 0, "tensor '{}': negative dimension {}", name, d);
+    CDQ_CHECK(!__builtin_mul_overflow(n, static_cast<uint64_t>(d), &n) &&
+                  n <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()),
+              "tensor '{}': shape overflows", name);
+  }
+  return n;
+}
+
+void check_float_store(const std::string& name, DType store) {
+  CDQ_CHECK(is_float_dtype(store), "tensor '{}': float data cannot be stored as {}", name,
+            dtype_name(store));
+}
+
+std::string shard_name(const std::string& prefix, size_t i, size_t n) {
+  return fmt::format("{}-{:05d}-of-{:05d}.safetensors", prefix, i + 1, n);
+}
+
+// Writes text to path through a temporary file.
+void write_text(const std::string& path, const std::string& text) {
+  TempFile tmp{path + ".tmp"};
+  tmp.f = std::fopen(tmp.path.c_str(), "wb");
+  CDQ_CHECK(tmp.f != nullptr, "{}: cannot create: {}", tmp.path, std::strerror(errno));
+  CDQ_CHECK(std::fwrite(text.data(), 1, text.size(), tmp.f) == text.size(), "{}: write failed: {}",
+            tmp.path, std::strerror(errno));
+  const int rc = std::fclose(std::exchange(tmp.f, nullptr));
+  CDQ_CHECK(rc == 0, "{}: close failed: {}", tmp.path, std::strerror(errno));
+  fs::rename(tmp.path, path);
+  tmp.committed = true;
+}
+
+}  // namespace
+
+void ByteSink::write_floats(std::span<const float> values, DType dtype) {
+  CDQ_CHECK(is_float_dtype(dtype), "cannot write floats as {}", dtype_name(dtype));
+  if (dtype == DType::F32) return write(values.data(), values.size_bytes());
+  // Convert in chunks so that a large tensor needs no second full-size buffer.
+  constexpr size_t kChunk = 4096;
+  std::vector<std::byte> buf(kChunk * dtype_size(dtype));
+  for (size_t i = 0; i < values.size(); i += kChunk) {
+    const size_t n = std::min(kChunk, values.size() - i);
+    for (size_t k = 0; k < n; ++k) {
+      const float v = values[i + k];
+      if (dtype == DType::F64) {
+        const double d = v;
+        std::memcpy(buf.data() + 8 * k, &d, 8);
+      } else {
+        const uint16_t h = dtype == DType::F16 ? float_to_fp16(v) : float_to_bf16(v);
+        std::memcpy(buf.data() + 2 * k, &h, 2);
+      }
+    }
+    write(buf.data(), n * dtype_size(dtype));
+  }
+}
+
+void SafetensorsWriter::add(std::string name, DType dtype, std::vector<int64_t> shape,
+                            TensorProducer producer) {
+  CDQ_CHECK(!name.empty(), "tensor names must not be empty");
+  CDQ_CHECK(name != "__metadata__", "'__metadata__' is reserved and cannot name a tensor");
+  CDQ_CHECK(!entries_.contains(name), "tensor '{}' added twice", name);
+  const uint64_t nbytes = checked_nbytes(name, dtype, shape);
+  entries_.emplace(std::move(name), Entry{dtype, std::move(shape), nbytes, std::move(producer)});
+}
+
+void SafetensorsWriter::add_bytes(std::string name, DType dtype, std::vector<int64_t> shape,
+                                  std::vector<std::byte> data) {
+  const uint64_t nbytes = checked_nbytes(name, dtype, shape);
+  CDQ_CHECK(data.size() == nbytes, "tensor '{}': {} bytes given, {} needs {}", name, data.size(),
+            dtype_name(dtype), nbytes);
+  auto owned = std::make_shared<std::vector<std::byte>>(std::move(data));
+  add(std::move(name), dtype, std::move(shape),
+      [owned](ByteSink& sink) { sink.write(owned->data(), owned->size()); });
+}
+
+void SafetensorsWriter::add_floats(std::string name, std::vector<int64_t> shape,
+                                   std::vector<float> values, DType store) {
+  check_float_store(name, store);
+  const uint64_t numel = checked_nbytes(name, store, shape) / dtype_size(store);
+  CDQ_CHECK(values.size() == numel, "tensor '{}': {} values given, the shape needs {}", name,
+            values.size(), numel);
+  auto owned = std::make_shared<std::vector<float>>(std::move(values));
+  add(std::move(name), store, std::move(shape),
+      [owned, store](ByteSink& sink) { sink.write_floats(*owned, store); });
+}
+
+void SafetensorsWriter::add_matrix(std::string name, Matrix m, DType store) {
+  add_floats(std::move(name), {m.rows, m.cols}, std::move(m.data), store);
+}
+
+void SafetensorsWriter::add_float_producer(std::string name, std::vector<int64_t> shape,
+                                           std::function<std::vector<float>()> make, DType store) {
+  check_float_store(name, store);
+  const uint64_t numel = checked_nbytes(name, store, shape) / dtype_size(store);
+  auto producer = [make = std::move(make), store, numel, name](ByteSink& sink) {
+    const std::vector<float> values = make();
+    CDQ_CHECK(values.size() == numel,
+              "tensor '{}': the producer made {} values, the shape needs {}", name, values.size(),
+              numel);
+    sink.write_floats(values, store);
+  };
+  add(std::move(name), store, std::move(shape), std::move(producer));
+}
+
+void SafetensorsWriter::set_metadata(std::string key, std::string value) {
+  metadata_[std::move(key)] = std::move(value);
+}
+
+uint64_t SafetensorsWriter::total_bytes() const {
+  uint64_t total = 0;
+  for (const auto& [_, e] : entries_) total += e.nbytes;
+  return total;
+}
+
+void SafetensorsWriter::write_file(const std::string& path,
+                                   const std::vector<std::string>& names) const {
+  // Header: data laid out in the order of `names` (sorted, as the JSON object's keys).
+  json header = json::object();
+  if (!metadata_.empty()) header["__metadata__"] = metadata_;
+  uint64_t offset = 0;
+  for (const auto& name : names) {
+    const Entry& e = entries_.at(name);
+    header[name] = {{"dtype", dtype_name(e.dtype)},
+                    {"shape", e.shape},
+                    {"data_offsets", {offset, offset + e.nbytes}}};
+    offset += e.nbytes;
+  }
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');  // HF pads so the data starts 8-aligned
+
+  TempFile tmp{path + ".tmp"};
+  tmp.f = std::fopen(tmp.path.c_str(), "wb");
+  CDQ_CHECK(tmp.f != nullptr, "{}: cannot create: {}", tmp.path, std::strerror(errno));
+  std::setvbuf(tmp.f, nullptr, _IOFBF, 1 << 20);
+  FileSink sink(tmp.f, tmp.path);
+  unsigned char len[8];
+  for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(text.size() >> (8 * i));
+  sink.raw(len, 8);
+  sink.raw(text.data(), text.size());
+  for (const auto& name : names) {
+    const Entry& e = entries_.at(name);
+    sink.begin_tensor(name, e.nbytes);
+    e.producer(sink);
+    sink.end_tensor();
+  }
+  const int rc = std::fclose(std::exchange(tmp.f, nullptr));
+  CDQ_CHECK(rc == 0, "{}: close failed: {}", tmp.path, std::strerror(errno));
+  fs::rename(tmp.path, path);
+  tmp.committed = true;
+}
+
+void SafetensorsWriter::write(const std::string& path) const {
+  std::vector<std::string> names;
+  for (const auto& [name, _] : entries_) names.push_back(name);
+  write_file(path, names);
+}
+
+std::vector<std::string> SafetensorsWriter::write_sharded(const std::string& dir,
+                                                          uint64_t max_shard_bytes,
+                                                          const std::string& prefix) const {
+  CDQ_CHECK(max_shard_bytes > 0, "the maximum shard size must be positive");
+  std::vector<std::vector<std::string>> shards;
+  uint64_t filled = 0;
+  for (const auto& [name, e] : entries_) {
+    // Sizes stay below 2^63 (checked_nbytes), so the sum cannot wrap.
+    if (shards.empty() || (filled > 0 && filled + e.nbytes > max_shard_bytes)) {
+      shards.emplace_back();
+      filled = 0;
+    }
+    shards.back().push_back(name);
+    filled += e.nbytes;
+  }
+  fs::create_directories(dir);
+  if (shards.size() <= 1) {
+    const std::string file = prefix + ".safetensors";
+    write_file((fs::path(dir) / file).string(),
+               shards.empty() ? std::vector<std::string>{} : shards[0]);
+    return {file};
+  }
+  std::vector<std::string> files;
+  json weight_map = json::object();
+  for (size_t i = 0; i < shards.size(); ++i) {
+    files.push_back(shard_name(prefix, i, shards.size()));
+    write_file((fs::path(dir) / files.back()).string(), shards[i]);
+    for (const auto& name : shards[i]) weight_map[name] = files.back();
+  }
+  const json index = {{"metadata", {{"total_size", total_bytes()}}}, {"weight_map", weight_map}};
+  write_text((fs::path(dir) / (prefix + ".safetensors.index.json")).string(), index.dump(2) + "\n");
+  return files;
+}
+
+}  // namespace cdq
