@@ -3,7 +3,6 @@
 #pragma once
 
 #include <cdquant/matrix.hpp>
-
 #include <memory>
 #include <string>
 #include <vector>
@@ -38,16 +37,16 @@ constexpr Linear kAllLinears[] = {Linear::Q,    Linear::K,  Linear::V,   Linear:
 const char* linear_name(Linear l);  // "q", "k", "v", "o", "gate", "up", "down"
 
 struct BlockWeights {
-  std::vector<float> attn_norm;  // [dim]
-  Matrix wq;                     // [q_dim, dim]
-  Matrix wk;                     // [kv_dim, dim]
-  Matrix wv;                     // [kv_dim, dim]
-  Matrix wo;                     // [dim, q_dim]
+  std::vector<float> attn_norm;   // [dim]
+  Matrix wq;                      // [q_dim, dim]
+  Matrix wk;                      // [kv_dim, dim]
+  Matrix wv;                      // [kv_dim, dim]
+  Matrix wo;                      // [dim, q_dim]
   std::vector<float> bq, bk, bv;  // [q_dim], [kv_dim], [kv_dim]; empty unless qkv_bias
-  std::vector<float> ffn_norm;   // [dim]
-  Matrix w_gate;                 // [hidden, dim]   (llama2.c w1)
-  Matrix w_up;                   // [hidden, dim]   (llama2.c w3)
-  Matrix w_down;                 // [dim, hidden]   (llama2.c w2)
+  std::vector<float> ffn_norm;    // [dim]
+  Matrix w_gate;                  // [hidden, dim]   (llama2.c w1)
+  Matrix w_up;                    // [hidden, dim]   (llama2.c w3)
+  Matrix w_down;                  // [dim, hidden]   (llama2.c w2)
 
   Matrix& linear(Linear l);
   const Matrix& linear(Linear l) const;
@@ -55,10 +54,10 @@ struct BlockWeights {
 
 struct Model {
   ModelConfig config;
-  Matrix tok_embeddings;            // [vocab, dim]
+  Matrix tok_embeddings;             // [vocab, dim]
   std::vector<BlockWeights> blocks;  // [n_layers]
-  std::vector<float> final_norm;    // [dim]
-  Matrix output;                    // [vocab, dim]; empty when tied_embeddings
+  std::vector<float> final_norm;     // [dim]
+  Matrix output;                     // [vocab, dim]; empty when tied_embeddings
 
   const Matrix& classifier() const { return config.tied_embeddings ? tok_embeddings : output; }
 };
@@ -69,11 +68,11 @@ class ModelReader {
  public:
   virtual ~ModelReader() = default;
   virtual const ModelConfig& config() const = 0;
-  virtual Matrix read_embeddings() = 0;          // [vocab, dim]
+  virtual Matrix read_embeddings() = 0;  // [vocab, dim]
   virtual BlockWeights read_block(int layer) = 0;
   virtual std::vector<float> read_final_norm() = 0;  // [dim]
-  virtual Matrix read_output() = 0;              // [vocab, dim]; empty when tied
-  virtual std::string format() const = 0;        // "llama2c", "hf", "gguf"
+  virtual Matrix read_output() = 0;                  // [vocab, dim]; empty when tied
+  virtual std::string format() const = 0;            // "llama2c", "hf", "gguf"
 };
 
 // Opens a checkpoint by sniffing its format: a llama2.c .bin, an HF directory (config.json +
@@ -83,5 +82,19 @@ std::unique_ptr<ModelReader> open_model(const std::string& path);
 // Reads every block (small models, tests, evaluation).
 Model load_model(ModelReader& reader);
 Model load_model(const std::string& path);
+
+// Checks that the config is sane and every tensor has the shape the config implies. Throws
+// Error naming the first offending tensor.
+void check_config(const ModelConfig& config);
+void check_model(const Model& model);
+
+// Writes a float32 llama2.c checkpoint (legacy header, negative vocab when the classifier is
+// not tied). Rejects models llama2.c cannot express: biases, head_dim * n_heads != dim,
+// rope_theta != 10000, norm_eps != 1e-5.
+void write_llama2c(const Model& model, const std::string& path);
+
+// A tokenizer file stored beside a checkpoint (tok512.bin, tokenizer.bin, tok*.bin,
+// tokenizer.model, tokenizer.json, tok*.model; for a directory, inside it); "" when none.
+std::string find_tokenizer_for(const std::string& model_path);
 
 }  // namespace cdq

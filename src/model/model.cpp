@@ -1,0 +1,131 @@
+// Model bookkeeping: linear names and access, whole-model loading, shape checks.
+#include <cdquant/model.hpp>
+
+namespace cdq {
+
+const char* linear_name(Linear l) {
+  switch (l) {
+    case Linear::Q:
+      return "q";
+    case Linear::K:
+      return "k";
+    case Linear::V:
+      return "v";
+    case Linear::O:
+      return "o";
+    case Linear::Gate:
+      return "gate";
+    case Linear::Up:
+      return "up";
+    case Linear::Down:
+      return "down";
+  }
+  return "?";
+}
+
+Matrix& BlockWeights::linear(Linear l) {
+  return const_cast<Matrix&>(static_cast<const BlockWeights&>(*this).linear(l));
+}
+
+const Matrix& BlockWeights::linear(Linear l) const {
+  switch (l) {
+    case Linear::Q:
+      return wq;
+    case Linear::K:
+      return wk;
+    case Linear::V:
+      return wv;
+    case Linear::O:
+      return wo;
+    case Linear::Gate:
+      return w_gate;
+    case Linear::Up:
+      return w_up;
+    case Linear::Down:
+      return w_down;
+  }
+  CDQ_ASSERT(false);
+  return wq;
+}
+
+Model load_model(ModelReader& reader) {
+  Model m;
+  m.config = reader.config();
+  m.tok_embeddings = reader.read_embeddings();
+  m.blocks.reserve(static_cast<size_t>(m.config.n_layers));
+  for (int l = 0; l < m.config.n_layers; ++l) m.blocks.push_back(reader.read_block(l));
+  m.final_norm = reader.read_final_norm();
+  m.output = reader.read_output();
+  check_model(m);
+  return m;
+}
+
+Model load_model(const std::string& path) {
+  auto reader = open_model(path);
+  return load_model(*reader);
+}
+
+void check_config(const ModelConfig& c) {
+  CDQ_CHECK(c.dim > 0 && c.hidden_dim > 0 && c.n_layers > 0 && c.n_heads > 0 && c.n_kv_heads > 0 &&
+                c.head_dim > 0 && c.vocab_size > 0 && c.max_seq_len > 0,
+            "model config: every size must be positive (dim {}, hidden_dim {}, n_layers {}, "
+            "n_heads {}, n_kv_heads {}, head_dim {}, vocab_size {}, max_seq_len {})",
+            c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.vocab_size,
+            c.max_seq_len);
+  CDQ_CHECK(c.n_heads % c.n_kv_heads == 0,
+            "model config: n_heads {} is not a multiple of n_kv_heads {}", c.n_heads, c.n_kv_heads);
+  CDQ_CHECK(c.head_dim % 2 == 0, "model config: head_dim {} must be even for RoPE", c.head_dim);
+  CDQ_CHECK(c.rope_theta > 0 && c.norm_eps > 0,
+            "model config: rope_theta {} and norm_eps {} must be positive", c.rope_theta,
+            c.norm_eps);
+}
+
+namespace {
+
+void check_shape(const Matrix& m, int64_t rows, int64_t cols, const std::string& name) {
+  CDQ_CHECK(m.rows == rows && m.cols == cols && static_cast<int64_t>(m.data.size()) == rows * cols,
+            "model tensor {}: shape [{}, {}], expected [{}, {}]", name, m.rows, m.cols, rows, cols);
+}
+
+void check_vec(const std::vector<float>& v, int64_t n, const std::string& name) {
+  CDQ_CHECK(static_cast<int64_t>(v.size()) == n, "model tensor {}: {} values, expected {}", name,
+            v.size(), n);
+}
+
+}  // namespace
+
+void check_model(const Model& m) {
+  const ModelConfig& c = m.config;
+  check_config(c);
+  check_shape(m.tok_embeddings, c.vocab_size, c.dim, "tok_embeddings");
+  CDQ_CHECK(static_cast<int>(m.blocks.size()) == c.n_layers, "model: {} blocks, expected {}",
+            m.blocks.size(), c.n_layers);
+  for (int l = 0; l < c.n_layers; ++l) {
+    const BlockWeights& b = m.blocks[static_cast<size_t>(l)];
+    const std::string p = fmt::format("blocks.{}.", l);
+    check_vec(b.attn_norm, c.dim, p + "attn_norm");
+    check_vec(b.ffn_norm, c.dim, p + "ffn_norm");
+    check_shape(b.wq, c.q_dim(), c.dim, p + "wq");
+    check_shape(b.wk, c.kv_dim(), c.dim, p + "wk");
+    check_shape(b.wv, c.kv_dim(), c.dim, p + "wv");
+    check_shape(b.wo, c.dim, c.q_dim(), p + "wo");
+    check_shape(b.w_gate, c.hidden_dim, c.dim, p + "w_gate");
+    check_shape(b.w_up, c.hidden_dim, c.dim, p + "w_up");
+    check_shape(b.w_down, c.dim, c.hidden_dim, p + "w_down");
+    if (c.qkv_bias) {
+      check_vec(b.bq, c.q_dim(), p + "bq");
+      check_vec(b.bk, c.kv_dim(), p + "bk");
+      check_vec(b.bv, c.kv_dim(), p + "bv");
+    } else {
+      CDQ_CHECK(b.bq.empty() && b.bk.empty() && b.bv.empty(),
+                "model: {} has q/k/v biases but the config says qkv_bias = false", p);
+    }
+  }
+  check_vec(m.final_norm, c.dim, "final_norm");
+  if (c.tied_embeddings)
+    CDQ_CHECK(m.output.empty(), "model: tied embeddings but an output matrix is present");
+  else
+    check_shape(m.output, c.vocab_size, c.dim, "output");
+}
+
+}  // namespace cdq
