@@ -1,0 +1,227 @@
+// Batched float32 forward pass: matrix products through BLAS (src/linalg), the rest as
+// row-parallel OpenMP loops.
+#include <algorithm>
+#include <cdquant/forward.hpp>
+#include <cdquant/linalg.hpp>
+#include <cmath>
+
+namespace cdq {
+
+namespace {
+
+// Below this many floats of work, loops run on one thread: on a busy machine the barrier at
+// the end of a parallel region costs far more than a small loop.
+constexpr int64_t kParallelMin = 1 << 15;
+
+// BLAS reads A and B only; MatrixView carries a mutable pointer for C's sake.
+MatrixView cview(const Matrix& m) {
+  return {const_cast<float*>(m.data.data()), m.rows, m.cols, m.cols};
+}
+
+// y [T, out] = x [T, in] W^T (+ bias), W [out, in].
+void linear_forward(const Matrix& x, const Matrix& w, const std::vector<float>& bias, Matrix& y) {
+  CDQ_ASSERT(x.cols == w.cols);
+  if (y.rows != x.rows || y.cols != w.rows) y = Matrix(x.rows, w.rows);
+  gemm(false, true, 1.0f, cview(x), cview(w), 0.0f, view(y));
+  if (bias.empty()) return;
+  CDQ_ASSERT(static_cast<int64_t>(bias.size()) == w.rows);
+#pragma omp parallel for schedule(static) if (y.size() >= kParallelMin)
+  for (int64_t t = 0; t < y.rows; ++t) {
+    float* r = y.row(t);
+    for (int64_t j = 0; j < y.cols; ++j) r[j] += bias[static_cast<size_t>(j)];
+  }
+}
+
+// Causal grouped-query attention over one batch: q [n_seq * T, q_dim], k, v [n_seq * T,
+// kv_dim] -> out [n_seq * T, q_dim]. Head h reads kv head h / (n_heads / n_kv_heads).
+// Plain loops in one parallel region over (sequence, head, query): attention is a few percent
+// of a block's work next to the linears, and one region keeps synchronisation to a minimum.
+void attention(const Matrix& q, const Matrix& k, const Matrix& v, int64_t T, const ModelConfig& c,
+               Matrix& out) {
+  const int hd = c.head_dim;
+  const int rep = c.n_heads / c.n_kv_heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const int64_t n_seq = q.rows / T;
+  const int64_t tasks = n_seq * c.n_heads * T;
+  const bool parallel = tasks * T * hd / 2 >= kParallelMin;
+#pragma omp parallel if (parallel)
+  {
+    std::vector<float> p(static_cast<size_t>(T));  // probabilities over keys 0..t
+#pragma omp for schedule(dynamic, 16)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t t = task % T;  // query position within its sequence
+      const int64_t h = (task / T) % c.n_heads;
+      const int64_t row0 = (task / T / c.n_heads) * T;
+      const float* qr = q.row(row0 + t) + h * hd;
+      const int64_t kc = (h / rep) * hd;
+      float mx = -INFINITY;
+      for (int64_t s = 0; s <= t; ++s) {
+        const float* kr = k.row(row0 + s) + kc;
+        float d = 0.0f;
+        for (int i = 0; i < hd; ++i) d += qr[i] * kr[i];
+        p[static_cast<size_t>(s)] = d * scale;
+        mx = std::max(mx, d * scale);
+      }
+      float sum = 0.0f;
+      for (int64_t s = 0; s <= t; ++s)
+        sum += (p[static_cast<size_t>(s)] = std::exp(p[static_cast<size_t>(s)] - mx));
+      const float inv = 1.0f / sum;
+      float* o = out.row(row0 + t) + h * hd;
+      std::fill(o, o + hd, 0.0f);
+      for (int64_t s = 0; s <= t; ++s) {
+        const float w = p[static_cast<size_t>(s)] * inv;
+        const float* vr = v.row(row0 + s) + kc;
+        for (int i = 0; i < hd; ++i) o[i] += w * vr[i];
+      }
+    }
+  }
+}
+
+}  // namespace
+
+BlockInput input_of(Linear l) {
+  switch (l) {
+    case Linear::Q:
+    case Linear::K:
+    case Linear::V:
+      return BlockInput::AttnNorm;
+    case Linear::O:
+      return BlockInput::AttnOut;
+    case Linear::Gate:
+    case Linear::Up:
+      return BlockInput::FfnNorm;
+    case Linear::Down:
+      return BlockInput::FfnAct;
+  }
+  CDQ_ASSERT(false);
+  return BlockInput::AttnNorm;
+}
+
+const char* block_input_name(BlockInput in) {
+  switch (in) {
+    case BlockInput::AttnNorm:
+      return "attn_norm";
+    case BlockInput::AttnOut:
+      return "attn_out";
+    case BlockInput::FfnNorm:
+      return "ffn_norm";
+    case BlockInput::FfnAct:
+      return "ffn_act";
+  }
+  return "?";
+}
+
+void rmsnorm_rows(const Matrix& x, std::span<const float> weight, float eps, Matrix& y) {
+  CDQ_ASSERT(static_cast<int64_t>(weight.size()) == x.cols);
+  if (y.rows != x.rows || y.cols != x.cols) y = Matrix(x.rows, x.cols);
+#pragma omp parallel for schedule(static) if (x.size() >= kParallelMin)
+  for (int64_t t = 0; t < x.rows; ++t) {
+    const float* xr = x.row(t);
+    float* yr = y.row(t);
+    double ss = 0.0;
+    for (int64_t j = 0; j < x.cols; ++j) ss += static_cast<double>(xr[j]) * xr[j];
+    const float inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(x.cols) + eps));
+    for (int64_t j = 0; j < x.cols; ++j) yr[j] = xr[j] * inv * weight[static_cast<size_t>(j)];
+  }
+}
+
+void apply_rope(Matrix& x, int head_dim, float theta, int64_t seq_len) {
+  CDQ_ASSERT(head_dim % 2 == 0 && x.cols % head_dim == 0);
+  if (seq_len <= 0) seq_len = x.rows;
+  const int half = head_dim / 2;
+  std::vector<double> freq(static_cast<size_t>(half));  // theta^(-2i / head_dim)
+  for (int i = 0; i < half; ++i)
+    freq[static_cast<size_t>(i)] = std::pow(static_cast<double>(theta), -2.0 * i / head_dim);
+  const int64_t n_heads = x.cols / head_dim;
+#pragma omp parallel for schedule(static) if (x.size() >= kParallelMin)
+  for (int64_t t = 0; t < x.rows; ++t) {
+    const double pos = static_cast<double>(t % seq_len);
+    float* r = x.row(t);
+    for (int i = 0; i < half; ++i) {
+      const double a = pos * freq[static_cast<size_t>(i)];
+      const float c = static_cast<float>(std::cos(a)), s = static_cast<float>(std::sin(a));
+      for (int64_t h = 0; h < n_heads; ++h) {
+        float* p = r + h * head_dim + 2 * i;
+        const float x0 = p[0], x1 = p[1];
+        p[0] = x0 * c - x1 * s;
+        p[1] = x0 * s + x1 * c;
+      }
+    }
+  }
+}
+
+Matrix embed_tokens(const Matrix& tok_embeddings, std::span<const int> tokens) {
+  const int64_t T = static_cast<int64_t>(tokens.size());
+  Matrix x(T, tok_embeddings.cols);
+  for (int64_t t = 0; t < T; ++t) {
+    const int id = tokens[static_cast<size_t>(t)];
+    CDQ_CHECK(id >= 0 && id < tok_embeddings.rows,
+              "token id {} at position {} is outside the vocabulary [0, {})", id, t,
+              tok_embeddings.rows);
+    std::copy_n(tok_embeddings.row(id), x.cols, x.row(t));
+  }
+  return x;
+}
+
+void block_forward(const BlockWeights& b, const ModelConfig& c, Matrix& x,
+                   const BlockInputsCallback* capture, int64_t seq_len) {
+  CDQ_ASSERT(x.cols == c.dim);
+  if (seq_len <= 0) seq_len = x.rows;
+  CDQ_ASSERT(x.rows % seq_len == 0);
+  auto captured = [&](BlockInput in, const Matrix& m) {
+    if (capture != nullptr && *capture) (*capture)(in, m);
+  };
+
+  // Attention.
+  Matrix a, q, k, v, y;
+  rmsnorm_rows(x, b.attn_norm, c.norm_eps, a);
+  captured(BlockInput::AttnNorm, a);
+  linear_forward(a, b.wq, b.bq, q);  // [T, q_dim]
+  linear_forward(a, b.wk, b.bk, k);  // [T, kv_dim]
+  linear_forward(a, b.wv, b.bv, v);  // [T, kv_dim]
+  apply_rope(q, c.head_dim, c.rope_theta, seq_len);
+  apply_rope(k, c.head_dim, c.rope_theta, seq_len);
+  Matrix att(x.rows, c.q_dim());
+  attention(q, k, v, seq_len, c, att);
+  captured(BlockInput::AttnOut, att);
+  linear_forward(att, b.wo, {}, y);  // [T, dim]
+  for (int64_t i = 0; i < x.size(); ++i)
+    x.data[static_cast<size_t>(i)] += y.data[static_cast<size_t>(i)];
+
+  // SwiGLU feed-forward.
+  Matrix f, g, u;
+  rmsnorm_rows(x, b.ffn_norm, c.norm_eps, f);
+  captured(BlockInput::FfnNorm, f);
+  linear_forward(f, b.w_gate, {}, g);  // [T, hidden]
+  linear_forward(f, b.w_up, {}, u);    // [T, hidden]
+#pragma omp parallel for schedule(static) if (g.size() >= kParallelMin)
+  for (int64_t i = 0; i < g.size(); ++i) {
+    const float z = g.data[static_cast<size_t>(i)];
+    g.data[static_cast<size_t>(i)] = z / (1.0f + std::exp(-z)) * u.data[static_cast<size_t>(i)];
+  }
+  captured(BlockInput::FfnAct, g);
+  linear_forward(g, b.w_down, {}, y);  // [T, dim]
+  for (int64_t i = 0; i < x.size(); ++i)
+    x.data[static_cast<size_t>(i)] += y.data[static_cast<size_t>(i)];
+}
+
+Matrix head_forward(const std::vector<float>& final_norm, const Matrix& classifier,
+                    const ModelConfig& c, const Matrix& x) {
+  Matrix n, logits;
+  rmsnorm_rows(x, final_norm, c.norm_eps, n);
+  linear_forward(n, classifier, {}, logits);  // [T, vocab]
+  return logits;
+}
+
+Matrix forward_logits(const Model& model, std::span<const int> tokens) {
+  const ModelConfig& c = model.config;
+  CDQ_CHECK(!tokens.empty(), "forward: empty token window");
+  CDQ_CHECK(static_cast<int64_t>(tokens.size()) <= c.max_seq_len,
+            "forward: window of {} tokens exceeds the model's max_seq_len {}", tokens.size(),
+            c.max_seq_len);
+  Matrix x = embed_tokens(model.tok_embeddings, tokens);
+  for (const BlockWeights& b : model.blocks) block_forward(b, c, x);
+  return head_forward(model.final_norm, model.classifier(), c, x);
+}
+
+}  // namespace cdq
