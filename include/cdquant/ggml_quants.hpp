@@ -1,0 +1,102 @@
+// ggml's tensor types (the block formats GGUF files carry) as grids for the solvers.
+//
+// Every quantized ggml type decodes weight c of row r as  scale * q + bias  with q an integer
+// code and (scale, bias) fixed per (row, sub-block): Q4_0 d*(q-8), Q4_1 d*q+m, Q4_K
+// d*sc*q - dmin*m, ... So once the block parameters (fp16 d / dmin and the quantized sub-block
+// scales) are chosen, the type is a cdq::Grid with one group per sub-block, any solver (RTN,
+// GPTQ, CD) picks codes on it, and pack_codes writes the type's bytes. Decoding those bytes
+// gives exactly grid.value(r, c, code): the grid holds the same float products ggml computes.
+//
+// Code spaces (grid.maxq): Q4_0/Q4_1/Q4_K 0..15, Q5_0/Q5_1/Q5_K 0..31, Q8_0 0..255 (int8 q =
+// code - 128), Q2_K 0..3, Q3_K 0..7 (value dl*(code-4)), Q6_K 0..63 (value d*sc*(code-32)).
+#pragma once
+
+#include <cdquant/grid.hpp>
+#include <cdquant/matrix.hpp>
+#include <cstdint>
+#include <span>
+#include <string_view>
+#include <vector>
+
+namespace cdq {
+
+// ggml type ids as stored in GGUF tensor infos (only the ones cdquant reads and writes).
+enum class GgmlType : uint32_t {
+  F32 = 0,
+  F16 = 1,
+  Q4_0 = 2,
+  Q4_1 = 3,
+  Q5_0 = 6,
+  Q5_1 = 7,
+  Q8_0 = 8,
+  Q2_K = 10,
+  Q3_K = 11,
+  Q4_K = 12,
+  Q5_K = 13,
+  Q6_K = 14,
+  BF16 = 30,
+};
+
+struct GgmlTypeTraits {
+  GgmlType type;
+  const char* name;  // "Q4_K", as ggml names it
+  int block_size;    // weights per block (1 for float types)
+  int type_size;     // bytes per block
+  int group_size;    // weights per sub-block sharing one (scale, bias); 0 for float types
+  int maxq;          // codes 0..maxq on the grid; 0 for float types
+  bool quantized() const { return group_size > 0; }
+};
+
+// Every supported type, in id order.
+std::span<const GgmlTypeTraits> ggml_all_types();
+const GgmlTypeTraits& ggml_traits(GgmlType t);
+// Null when the id is not a type cdquant supports (any other ggml type, or garbage).
+const GgmlTypeTraits* find_ggml_traits(uint32_t id);
+// "Q4_K", "q4_k", "f16", "bf16" ... Throws Error listing the supported names.
+GgmlType parse_ggml_type(std::string_view name);
+const char* ggml_type_name(GgmlType t);
+// Bytes of n consecutive weights; throws Error unless n is a multiple of the block size.
+uint64_t ggml_row_bytes(GgmlType t, int64_t n);
+
+// Block parameters of a [rows, cols] matrix in a quantized type, before codes are chosen.
+// Per-block arrays are [rows, cols / block_size], per-sub-block arrays [rows, cols / group_size].
+struct QuantizedBlocks {
+  GgmlType type = GgmlType::Q8_0;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  std::vector<uint16_t> d;     // fp16 bits of the block scale d
+  std::vector<uint16_t> dmin;  // fp16 bits: m of Q4_1/Q5_1, dmin of Q2_K/Q4_K/Q5_K; else empty
+  // K-quants: the integer sub-block scale as the decoder uses it (Q2_K 0..15, Q3_K -32..31,
+  // Q4_K/Q5_K 0..63, Q6_K -128..127); empty for the 32-weight types.
+  std::vector<int16_t> sub_scale;
+  std::vector<uint8_t> sub_min;  // Q2_K 0..15, Q4_K/Q5_K 0..63; else empty
+  // Codes [rows, cols] the type's own rule chose along with the scales (ggml's reference
+  // quantizer, or its importance-weighted variant); pack_codes(*this, codes) gives its bytes.
+  std::vector<uint8_t> codes;
+
+  int64_t blocks_per_row() const;
+  int64_t groups_per_row() const;
+  // The grid of values this type can decode with these block parameters (one group per
+  // sub-block): grid.value(r, c, q) equals the decoded float bit for bit.
+  Grid to_grid() const;
+};
+
+// Chooses the block parameters of W [d_out, d_in] (d_in a multiple of the block size) by the
+// type's own rule. importance [d_in] null: ggml's reference quantizer (quantize_row_*_ref).
+// Non-null: the importance-weighted search ggml runs when given an imatrix (weighted least
+// squares per sub-block, then for K-quants a weighted fit of the sub-block scales); pass the
+// diagonal of H. Q8_0 has no weighted variant (importance is ignored). Quantized types only.
+QuantizedBlocks choose_block_scales(const Matrix& w, GgmlType type, const float* importance);
+
+// Writes the type's bytes for the block parameters and codes [rows, cols] (each <= maxq).
+std::vector<uint8_t> pack_codes(const QuantizedBlocks& blocks, const std::vector<uint8_t>& codes);
+
+// Decodes rows*cols weights stored row after row in the type (any supported type).
+Matrix dequantize_tensor(GgmlType type, std::span<const uint8_t> bytes, int64_t rows, int64_t cols);
+
+// The bytes ggml writes for W in the type: quantize_row_*_ref for quantized types (or the
+// imatrix variant when importance is given), plain conversion for F32/F16/BF16.
+std::vector<uint8_t> quantize_reference(GgmlType type, const Matrix& w,
+                                        const float* importance = nullptr);
+
+}  // namespace cdq
