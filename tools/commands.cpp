@@ -2,6 +2,10 @@
 
 namespace cdq::cli {
 
-void register_commands(CLI::App& app) { register_layer(app); }
+void register_commands(CLI::App& app) {
+  register_layer(app);
+  register_quantize(app);
+  register_eval(app);
+}
 
 }  // namespace cdq::cli

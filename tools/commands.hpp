@@ -7,6 +7,8 @@ namespace cdq::cli {
 
 void register_commands(CLI::App& app);
 
-void register_layer(CLI::App& app);  // cmd_layer.cpp
+void register_layer(CLI::App& app);     // cmd_layer.cpp
+void register_quantize(CLI::App& app);  // cmd_quantize.cpp
+void register_eval(CLI::App& app);      // cmd_eval.cpp
 
 }  // namespace cdq::cli

@@ -1,0 +1,72 @@
+// Whole-model quantization, GPTQ-style and sequential: for each transformer block in order,
+// run the calibration activations through it, accumulate one H per distinct linear input
+// (q/k/v share one, gate/up share one, o and down have their own), solve every linear with
+// the chosen method, recompute the block's outputs with the quantized weights, and go on.
+// Peak memory: one block's weights, the calibration activations and the block's Hessians.
+#pragma once
+
+#include <cdquant/grid.hpp>
+#include <cdquant/model.hpp>
+#include <cdquant/solver.hpp>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace cdq {
+
+// One solved linear: its grid and codes (for packed export) and how well it did.
+struct LinearResult {
+  int layer = 0;
+  Linear linear = Linear::Q;
+  Grid grid;
+  std::vector<uint8_t> codes;  // [d_out, d_in]
+  double objective = 0.0;      // L(Q) with the undamped H
+  double relative = 0.0;       // L(Q) / tr(W H W^T)
+  double seconds = 0.0;
+  std::vector<std::string> notes;
+};
+
+struct LayerProgress {
+  const LinearResult* result = nullptr;
+  int done = 0;          // linears solved so far
+  int total = 0;         // linears in the model
+  double elapsed = 0.0;  // seconds since the start
+  double eta = 0.0;      // estimated seconds left
+};
+
+// Chooses a fixed grid for one linear (e.g. a GGUF block format) or nullopt for the solver's
+// own grid (options.solver.grid).
+using GridChooser =
+    std::function<std::optional<Grid>(int layer, Linear linear, const Matrix& w, const Matrix& h)>;
+
+// Receives each finished block: its weights with every linear replaced by the dequantized
+// quantized one, and the solved linears (codes + grids).
+using BlockSink =
+    std::function<void(int layer, BlockWeights& block, std::vector<LinearResult>& linears)>;
+
+struct QuantizeOptions {
+  Method method = Method::Gptq;
+  SolverOptions solver;          // grid spec, damping, act-order, CD budget, threads
+  bool true_sequential = false;  // refresh H after each group (qkv, o, gate/up, down)
+  int64_t chunk_tokens = 4096;   // calibration tokens pushed through a block at once
+  GridChooser choose_grid;       // optional
+  std::function<void(const LayerProgress&)> progress;  // optional, after every linear
+};
+
+struct QuantizeSummary {
+  int linears = 0;
+  double seconds = 0.0;
+  double mean_relative = 0.0;  // mean over linears of L(Q) / tr(W H W^T)
+};
+
+// Quantizes every block of the model read from `reader` with calibration windows of equal
+// length (token ids), handing each finished block to `sink`.
+QuantizeSummary quantize_model(ModelReader& reader,
+                               const std::vector<std::vector<int>>& calibration,
+                               const QuantizeOptions& options, const BlockSink& sink);
+
+// "blk.3.attn_q" style name of a linear (GGUF tensor naming without ".weight").
+std::string linear_display_name(int layer, Linear linear);
+
+}  // namespace cdq

@@ -1,0 +1,142 @@
+#include <array>
+#include <cdquant/forward.hpp>
+#include <cdquant/linalg.hpp>
+#include <cdquant/quantize.hpp>
+#include <chrono>
+
+namespace cdq {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr int kInputs = 4;  // distinct linear inputs of a block (BlockInput)
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// The linears solved together before H is refreshed (true-sequential), in graph order.
+std::vector<std::vector<Linear>> linear_groups(bool true_sequential) {
+  if (!true_sequential)
+    return {{Linear::Q, Linear::K, Linear::V, Linear::O, Linear::Gate, Linear::Up, Linear::Down}};
+  return {
+      {Linear::Q, Linear::K, Linear::V}, {Linear::O}, {Linear::Gate, Linear::Up}, {Linear::Down}};
+}
+
+// All calibration windows embedded and stacked: [n_windows * seqlen, dim].
+Matrix embed_calibration(ModelReader& reader, const std::vector<std::vector<int>>& windows) {
+  const Matrix emb = reader.read_embeddings();  // [vocab, dim]
+  const auto seqlen = static_cast<int64_t>(windows.front().size());
+  Matrix x(static_cast<int64_t>(windows.size()) * seqlen, emb.cols);
+  for (size_t w = 0; w < windows.size(); ++w) {
+    const Matrix e = embed_tokens(emb, windows[w]);
+    std::copy(e.data.begin(), e.data.end(), x.data.begin() + static_cast<int64_t>(w) * e.size());
+  }
+  return x;
+}
+
+struct BlockRun {
+  const BlockWeights& block;
+  const ModelConfig& config;
+  int64_t seqlen;
+  int64_t chunk_seqs;
+};
+
+// Pushes the activations x through the block chunk by chunk. H of every wanted input is
+// accumulated as (2/n) sum x x^T; with update, x is replaced by the block's outputs.
+void run_block(const BlockRun& run, Matrix& x, std::array<Matrix, kInputs>& hs,
+               const std::array<bool, kInputs>& wanted, bool update) {
+  const int64_t n_tokens = x.rows;
+  const auto alpha = static_cast<float>(2.0 / static_cast<double>(n_tokens));
+  const BlockInputsCallback capture = [&](BlockInput in, const Matrix& act) {
+    const auto i = static_cast<size_t>(in);
+    if (!wanted[i]) return;
+    if (hs[i].empty()) hs[i] = Matrix(act.cols, act.cols);
+    syrk_accumulate(act.data.data(), act.rows, act.cols, alpha, hs[i]);
+  };
+  const bool any_wanted = wanted[0] || wanted[1] || wanted[2] || wanted[3];
+  const int64_t chunk_rows = run.chunk_seqs * run.seqlen;
+  for (int64_t r0 = 0; r0 < n_tokens; r0 += chunk_rows) {
+    const int64_t rows = std::min(chunk_rows, n_tokens - r0);
+    Matrix chunk(rows, x.cols);
+    std::copy(x.row(r0), x.row(r0) + rows * x.cols, chunk.data.begin());
+    block_forward(run.block, run.config, chunk, any_wanted ? &capture : nullptr, run.seqlen);
+    if (update) std::copy(chunk.data.begin(), chunk.data.end(), x.row(r0));
+  }
+}
+
+LinearResult solve_linear(int layer, Linear l, BlockWeights& block, const Matrix& h,
+                          const QuantizeOptions& options) {
+  Matrix& w = block.linear(l);
+  SolverOptions so = options.solver;
+  std::optional<Grid> fixed;
+  if (options.choose_grid) fixed = options.choose_grid(layer, l, w, h);
+  if (fixed) so.fixed_grid = &*fixed;
+  SolveResult r = solve_layer(w, h, options.method, so);
+  LinearResult out;
+  out.layer = layer;
+  out.linear = l;
+  out.objective = r.objective;
+  out.relative = r.relative();
+  out.seconds = r.seconds;
+  out.notes = std::move(r.notes);
+  out.grid = std::move(r.grid);
+  out.codes = std::move(r.codes);
+  w = std::move(r.q);
+  return out;
+}
+
+}  // namespace
+
+std::string linear_display_name(int layer, Linear linear) {
+  static constexpr const char* kNames[] = {"attn_q",   "attn_k", "attn_v",  "attn_output",
+                                           "ffn_gate", "ffn_up", "ffn_down"};
+  return fmt::format("blk.{}.{}", layer, kNames[static_cast<int>(linear)]);
+}
+
+QuantizeSummary quantize_model(ModelReader& reader,
+                               const std::vector<std::vector<int>>& calibration,
+                               const QuantizeOptions& options, const BlockSink& sink) {
+  CDQ_CHECK(!calibration.empty(), "no calibration windows");
+  const auto seqlen = static_cast<int64_t>(calibration.front().size());
+  for (const auto& w : calibration)
+    CDQ_CHECK(static_cast<int64_t>(w.size()) == seqlen, "calibration windows differ in length");
+  const ModelConfig& config = reader.config();
+  const auto t0 = Clock::now();
+  Matrix x = embed_calibration(reader, calibration);  // [n * seqlen, dim]
+  const int64_t chunk_seqs = std::max<int64_t>(1, options.chunk_tokens / seqlen);
+  const int total = config.n_layers * 7;
+  QuantizeSummary summary;
+  double relative_sum = 0.0;
+
+  for (int layer = 0; layer < config.n_layers; ++layer) {
+    BlockWeights block = reader.read_block(layer);
+    const BlockRun run{block, config, seqlen, chunk_seqs};
+    std::vector<LinearResult> results;
+    for (const auto& group : linear_groups(options.true_sequential)) {
+      std::array<Matrix, kInputs> hs;
+      std::array<bool, kInputs> wanted{};
+      for (Linear l : group) wanted[static_cast<size_t>(input_of(l))] = true;
+      run_block(run, x, hs, wanted, false);
+      for (Linear l : group) {
+        results.push_back(
+            solve_linear(layer, l, block, hs[static_cast<size_t>(input_of(l))], options));
+        ++summary.linears;
+        relative_sum += results.back().relative;
+        if (options.progress) {
+          const double elapsed = seconds_since(t0);
+          options.progress({&results.back(), summary.linears, total, elapsed,
+                            elapsed / summary.linears * (total - summary.linears)});
+        }
+      }
+    }
+    std::array<Matrix, kInputs> none;
+    run_block(run, x, none, {}, true);  // the next block sees the quantized outputs
+    sink(layer, block, results);
+  }
+  summary.seconds = seconds_since(t0);
+  summary.mean_relative = summary.linears ? relative_sum / summary.linears : 0.0;
+  return summary;
+}
+
+}  // namespace cdq

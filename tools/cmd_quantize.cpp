@@ -1,0 +1,69 @@
+// cdquant quantize: GPTQ-style sequential quantization of a whole model.
+#include <fmt/core.h>
+
+#include <cdquant/quantize_job.hpp>
+
+#include "commands.hpp"
+#include "solver_flags.hpp"
+
+namespace cdq::cli {
+
+namespace {
+
+struct QuantizeFlags {
+  QuantizeJob job;
+  std::string method = "gptq";
+  SolverFlags solver;
+  bool quiet = false;
+};
+
+void print_progress(const LayerProgress& p) {
+  const LinearResult& r = *p.result;
+  fmt::print(stderr, "[{:>3}/{}] {:<18} rel.err {:.4e}  obj {:.4e}  {:6.2f}s  ETA {:.0f}s\n",
+             p.done, p.total, linear_display_name(r.layer, r.linear), r.relative, r.objective,
+             r.seconds, p.eta);
+  for (const auto& note : r.notes) fmt::print(stderr, "          note: {}\n", note);
+}
+
+}  // namespace
+
+void register_quantize(CLI::App& app) {
+  auto flags = std::make_shared<QuantizeFlags>();
+  auto* cmd = app.add_subcommand(
+      "quantize", "Quantize a whole model block by block (GPTQ-style sequential calibration)");
+  cmd->add_option("--model", flags->job.model_path,
+                  "Checkpoint: llama2.c .bin, HF safetensors directory, or .gguf")
+      ->required();
+  cmd->add_option("--calib", flags->job.calib_path, "Calibration text file (UTF-8)")->required();
+  cmd->add_option("--out", flags->job.out_path, "Output checkpoint path")->required();
+  cmd->add_option("--method", flags->method, "rtn, owc, gptq, cd, bcd, cyclic, owc-cd or owc-bcd")
+      ->capture_default_str();
+  cmd->add_option("--tokenizer", flags->job.tokenizer_path,
+                  "Tokenizer file (default: the one stored beside the model)");
+  cmd->add_option("--nsamples", flags->job.nsamples, "Calibration windows")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--seqlen", flags->job.seqlen,
+                  "Tokens per calibration window (default: the model's context, at most 2048)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--seed", flags->job.seed, "Seed of the calibration sampling")
+      ->capture_default_str();
+  cmd->add_flag("--true-sequential", flags->job.quant.true_sequential,
+                "Refresh H after each group of linears (q/k/v, o, gate/up, down)");
+  cmd->add_option("--format", flags->job.out_format,
+                  "Output format: float (dequantized weights in the input's own format)")
+      ->capture_default_str();
+  cmd->add_flag("--quiet", flags->quiet, "No per-layer progress lines");
+  add_solver_flags(cmd, flags->solver);
+  cmd->callback([flags] {
+    QuantizeJob job = flags->job;
+    job.quant.method = parse_method(flags->method);
+    job.quant.solver = flags->solver.to_options();
+    if (!flags->quiet) job.quant.progress = print_progress;
+    const QuantizeSummary s = run_quantize_job(job);
+    fmt::print("quantized {} linears with {} in {:.1f}s (mean relative error {:.4e}) -> {}\n",
+               s.linears, flags->method, s.seconds, s.mean_relative, job.out_path);
+  });
+}
+
+}  // namespace cdq::cli

@@ -1,0 +1,58 @@
+#include "solver_flags.hpp"
+
+#include <omp.h>
+
+namespace cdq::cli {
+
+void add_solver_flags(CLI::App* cmd, SolverFlags& f) {
+  cmd->add_option("--bits", f.bits, "Bits per weight of the integer grid (2..8)")
+      ->check(CLI::Range(2, 8))
+      ->capture_default_str();
+  cmd->add_option("--group", f.group,
+                  "Columns per quantization group along the input dimension; 0 = one group "
+                  "per output channel. A ragged last group is allowed")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  cmd->add_flag("--sym", f.sym, "Symmetric grid (zero point fixed at 2^(bits-1))");
+  cmd->add_flag("--act-order", f.act_order, "GPTQ: quantize columns in descending diag(H) order");
+  cmd->add_flag("--static-groups", f.static_groups,
+                "GPTQ: fit every group's scales up front on the original weights");
+  cmd->add_option("--percdamp", f.percdamp, "Damping: percdamp * mean(diag H) added to H")
+      ->check(CLI::Range(0.0, 10.0))
+      ->capture_default_str();
+  cmd->add_option("--scales", f.scales, "Scale search: minmax, mse or owc (H-weighted)")
+      ->check(CLI::IsMember({"minmax", "mse", "owc"}))
+      ->capture_default_str();
+  cmd->add_option("--cd-budget", f.cd_budget,
+                  "CD family: steps per row as a multiple of d_in (stops early at an optimum)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--bcd-block", f.bcd_block, "BCD: coordinates moved jointly per step")
+      ->check(CLI::Range(2, 8))
+      ->capture_default_str();
+  cmd->add_option("--cd-init", f.cd_init, "Start of cd/bcd/cyclic: rtn, owc or gptq")
+      ->check(CLI::IsMember({"rtn", "owc", "gptq"}))
+      ->capture_default_str();
+  cmd->add_option("--threads", f.threads, "Threads (0 = all cores)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+}
+
+SolverOptions SolverFlags::to_options() const {
+  SolverOptions o;
+  o.grid.bits = bits;
+  o.grid.group_size = group;
+  o.grid.symmetric = sym;
+  o.grid.search = parse_scale_search(scales);
+  o.percdamp = percdamp;
+  o.act_order = act_order;
+  o.static_groups = static_groups;
+  o.cd_budget = cd_budget;
+  o.bcd_block = bcd_block;
+  o.cd_init = parse_method(cd_init);
+  o.threads = threads;
+  if (threads > 0) omp_set_num_threads(threads);
+  return o;
+}
+
+}  // namespace cdq::cli

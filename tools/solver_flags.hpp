@@ -1,0 +1,30 @@
+// Solver options shared by the subcommands that solve layers (layer, quantize, demo).
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <cdquant/solver.hpp>
+#include <string>
+
+namespace cdq::cli {
+
+struct SolverFlags {
+  int bits = 4;
+  int group = 0;
+  bool sym = false;
+  bool act_order = false;
+  bool static_groups = false;
+  double percdamp = 0.01;
+  std::string scales = "minmax";
+  double cd_budget = SolverOptions{}.cd_budget;
+  int bcd_block = SolverOptions{}.bcd_block;
+  std::string cd_init = "gptq";
+  int threads = 0;
+
+  SolverOptions to_options() const;  // validates; throws cdq::Error
+};
+
+// Adds --bits, --group, --sym, --act-order, --static-groups, --percdamp, --scales,
+// --cd-budget, --bcd-block, --cd-init, --threads.
+void add_solver_flags(CLI::App* cmd, SolverFlags& flags);
+
+}  // namespace cdq::cli
