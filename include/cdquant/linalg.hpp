@@ -16,6 +16,10 @@ void syrk_accumulate(const float* x, int64_t n, int64_t d, float alpha, Matrix& 
 // positive definite (the matrix is then unspecified). upper=true gives U with A = U^T U.
 bool cholesky_inplace(Matrix& a, bool upper);
 
+// In-place inverse of a triangular matrix (the other triangle is left untouched): returns false
+// when it is singular.
+bool triangular_inverse_inplace(Matrix& a, bool upper);
+
 // Inverse of an SPD matrix via its Cholesky factor; returns false when not positive definite.
 bool spd_inverse_inplace(Matrix& a);
 

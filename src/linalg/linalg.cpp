@@ -42,6 +42,13 @@ bool cholesky_inplace(Matrix& a, bool upper) {
   return true;
 }
 
+bool triangular_inverse_inplace(Matrix& a, bool upper) {
+  CDQ_ASSERT(a.rows == a.cols);
+  // Row-major upper is column-major lower: call LAPACK on the same memory without a copy.
+  const int n = static_cast<int>(a.rows);
+  return LAPACKE_strtri(LAPACK_COL_MAJOR, upper ? 'L' : 'U', 'N', n, a.data.data(), n) == 0;
+}
+
 bool spd_inverse_inplace(Matrix& a) {
   const int64_t n = a.rows;
   int info = LAPACKE_spotrf(LAPACK_ROW_MAJOR, 'L', static_cast<int>(n), a.data.data(),

@@ -1,6 +1,8 @@
 // solve_layer: validation, dispatch to the method, and the true objective.
 #include <cdquant/solver.hpp>
 
+#include "quant/gptq.hpp"
+
 #include <chrono>
 #include <cmath>
 
@@ -92,6 +94,20 @@ SolveResult solve_layer(const Matrix& w, const Matrix& h, Method method,
       res.grid = options.fixed_grid ? *options.fixed_grid : fit_grid(w, options.grid, &h);
       res.codes = round_to_grid(res.grid, w);
       break;
+    case Method::Owc: {  // RTN on the OWC grid
+      GridSpec spec = options.grid;
+      spec.search = ScaleSearch::Owc;
+      res.grid = options.fixed_grid ? *options.fixed_grid : fit_grid(w, spec, &h);
+      res.codes = round_to_grid(res.grid, w);
+      break;
+    }
+    case Method::Gptq: {
+      GptqResult g = gptq_quantize(w, h, options);
+      res.grid = std::move(g.grid);
+      res.codes = std::move(g.codes);
+      res.notes.insert(res.notes.end(), g.notes.begin(), g.notes.end());
+      break;
+    }
     default:
       fail("method '{}' is not implemented yet", method_name(method));
   }
