@@ -182,7 +182,7 @@ Matrix dequantize_tensor(GgmlType type, std::span<const uint8_t> bytes, int64_t 
             "{} tensor [{}, {}] needs {} bytes, got {}", ggml_type_name(type), rows, cols,
             row_bytes * static_cast<uint64_t>(rows), bytes.size());
   Matrix out(rows, cols);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * cols > (1 << 16))
   for (int64_t r = 0; r < rows; ++r)
     decode_row(type, bytes.data() + static_cast<size_t>(r) * row_bytes, cols, out.row(r));
   return out;

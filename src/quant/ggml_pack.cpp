@@ -184,7 +184,7 @@ std::vector<uint8_t> pack_codes(const QuantizedBlocks& q, const std::vector<uint
 
   const uint64_t row_bytes = ggml_row_bytes(q.type, q.cols);
   std::vector<uint8_t> out(row_bytes * static_cast<uint64_t>(q.rows));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (codes.size() > (1u << 16))
   for (int64_t r = 0; r < q.rows; ++r) {
     RowIn in{q.d.data() + r * bpr, has_min ? q.dmin.data() + r * bpr : nullptr,
              q.sub_scale.empty() ? nullptr : q.sub_scale.data() + r * gpr,

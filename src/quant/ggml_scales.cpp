@@ -410,7 +410,7 @@ QuantizedBlocks choose_block_scales(const Matrix& w, GgmlType type, const float*
   if (has_min(type) && is_k_quant(type)) q.sub_min.assign(n_groups, 0);
   q.codes.assign(static_cast<size_t>(w.size()), 0);
   const int64_t bpr = q.blocks_per_row(), gpr = q.groups_per_row();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (w.size() > (1 << 16))
   for (int64_t r = 0; r < w.rows; ++r) {
     RowOut out{q.d.data() + r * bpr, q.dmin.empty() ? nullptr : q.dmin.data() + r * bpr,
                q.sub_scale.empty() ? nullptr : q.sub_scale.data() + r * gpr,
