@@ -186,11 +186,18 @@ TEST(Safetensors, FloatProducersRunLazilyAndMustMatchTheirShape) {
     ++calls;
     return std::vector<float>{1, 2, 3};
   });
+  const auto big = random_floats(10001, 9);  // crosses the writer's conversion chunks
+  w.add_float_producer(
+      "big", {10001}, [&] { return big; }, DType::F16);
   EXPECT_EQ(calls, 0);  // nothing is produced before write()
   w.write(dir.file("ok.safetensors"));
   EXPECT_EQ(calls, 1);
   EXPECT_EQ(SafetensorsFile(dir.file("ok.safetensors")).read_floats("lazy"),
             (std::vector<float>{1, 2, 3}));
+  const auto big_back = SafetensorsFile(dir.file("ok.safetensors")).read_floats("big");
+  ASSERT_EQ(big_back.size(), big.size());
+  for (size_t i = 0; i < big.size(); ++i)
+    ASSERT_EQ(big_back[i], fp16_to_float(float_to_fp16(big[i]))) << i;
 
   // A producer that writes the wrong amount fails the write and leaves no file behind.
   SafetensorsWriter bad;
@@ -407,11 +414,12 @@ TEST(SafetensorsHostile, BadJsonUnknownDtypeDuplicatesAndMetadata) {
   EXPECT_THAT(m, HasSubstr("__metadata__"));
   m = open_error(dir, make_file(R"({"w":{"shape":[1],"data_offsets":[0,4]}})", f32_bytes({1})));
   EXPECT_THAT(m, HasSubstr("'dtype'"));
-  // Nested duplicate keys are not tensor names and do not trip the duplicate check.
+  // Keys repeated inside different entries (dtype, shape, w) are not duplicate tensor names.
   EXPECT_NO_THROW(SafetensorsFile{dir.write(
-      "ok.safetensors", make_file(R"({"__metadata__":{"a":"1"},"w":{"dtype":"F32","shape":[1],)"
-                                  R"("data_offsets":[0,4]}})",
-                                  f32_bytes({1})))});
+      "ok.safetensors",
+      make_file(R"({"__metadata__":{"w":"1"},"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
+                R"("v":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
+                f32_bytes({1, 2})))});
 }
 
 TEST(SafetensorsHostile, RandomCorruptionNeverCrashes) {
