@@ -34,8 +34,9 @@ struct GridSpec {
   // OWC cost control: groups of at most owc_exact_cols columns score every candidate with the
   // exact quadratic e^T H_gg e (one BLAS product per candidate over all rows). Wider groups
   // (per-channel on wide layers, where that would cost O(d_in^2) per row per candidate) screen
-  // all candidates by the diagonal part sum_j H_jj e_j^2 and score exactly only min-max plus
-  // the owc_refine best screened candidates. owc_refine < 0: always exact.
+  // all candidates with the block-diagonal part of H (blocks of owc_exact_cols) and score
+  // exactly only min-max plus the owc_refine best screened candidates. owc_refine < 0: always
+  // exact.
   int owc_exact_cols = 256;
   int owc_refine = 4;
 

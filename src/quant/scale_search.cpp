@@ -11,14 +11,16 @@
 // OWC speed: the quadratic costs O(n^2) per row and candidate. All rows of a group are scored
 // at once with one BLAS product E H_gg per candidate (E = errors [rows, n]). For groups wider
 // than spec.owc_exact_cols (per-channel on wide layers: O(d_in^2) per row and candidate, ~50
-// candidates), candidates are first screened by the diagonal part sum_j H_jj e_j^2 (O(n)) and
-// only min-max plus the spec.owc_refine best screened ones are scored exactly; the kept
-// candidate is still chosen by the exact score, so OWC stays never worse than min-max.
+// candidates), candidates are first screened by the block-diagonal part of H (blocks of
+// owc_exact_cols columns: O(n * owc_exact_cols) per row and candidate) and only min-max plus
+// the spec.owc_refine best screened ones are scored exactly; the kept candidate is still
+// chosen by the exact score, so OWC stays never worse than min-max.
 #include <algorithm>
 #include <cdquant/grid.hpp>
 #include <cdquant/linalg.hpp>
 #include <cmath>
 #include <limits>
+#include <numeric>
 #include <vector>
 
 namespace cdq {
@@ -94,90 +96,77 @@ int64_t row_chunk(int64_t rows, int64_t n) {
   return std::clamp<int64_t>((int64_t{1} << 22) / std::max<int64_t>(n, 1), 1, rows);
 }
 
-// Scores, for every row r, the candidate cand_of(r, slot) exactly with H for each slot in
-// order and keeps strictly better ones (slots must list each row's candidates by increasing
-// index, so ties keep the earliest candidate as the reference does).
+// H-weighted scores [rows, slots] of candidate cand_of(r, s) for every row r and slot s, using
+// the block-diagonal part of H with blocks of `block` columns (block >= n: the exact e^T H e).
+// One BLAS product E_B H_BB per block, candidate slot and chunk of rows.
 template <typename CandOf>
-void owc_exact(const ConstBlock& w, const GridSpec& spec, const ConstBlock& h, int slots,
-               CandOf cand_of, std::vector<Params>& best) {
+std::vector<double> owc_scores(const ConstBlock& w, const GridSpec& spec, const ConstBlock& h,
+                               int slots, int64_t block, CandOf cand_of) {
   const int64_t n = w.cols;
   const int64_t chunk = row_chunk(w.rows, n);
   Matrix e(chunk, n), f(chunk, n);
-  std::vector<double> best_err(static_cast<size_t>(w.rows),
-                               std::numeric_limits<double>::infinity());
+  std::vector<double> scores(static_cast<size_t>(w.rows * slots));
   for (int64_t r0 = 0; r0 < w.rows; r0 += chunk) {
     const int64_t rows = std::min(chunk, w.rows - r0);
     for (int s = 0; s < slots; ++s) {
 #pragma omp parallel for schedule(static) if (rows * n > kParallelWork)
       for (int64_t r = 0; r < rows; ++r)
         fill_errors(w.row(r0 + r), n, spec.maxq(), cand_of(r0 + r, s), e.row(r));
-      MatrixView ev{e.data.data(), rows, n, n}, fv{f.data.data(), rows, n, n};
-      gemm(false, false, 1.0f, ev, mutable_view(h), 0.0f, fv);  // F = E H_gg
-#pragma omp parallel for schedule(static) if (rows * n > kParallelWork)
-      for (int64_t r = 0; r < rows; ++r) {
-        const double err = dot_double(e.row(r), f.row(r), n);
-        auto& b = best_err[static_cast<size_t>(r0 + r)];
-        if (err < b) {
-          b = err;
-          best[static_cast<size_t>(r0 + r)] = cand_of(r0 + r, s);
-        }
+      for (int64_t c0 = 0; c0 < n; c0 += block) {  // F_B = E_B H_BB
+        const int64_t len = std::min(block, n - c0);
+        const ConstBlock hb{h.row(c0) + c0, len, len, h.ld};
+        gemm(false, false, 1.0f, {e.data.data() + c0, rows, len, n}, mutable_view(hb), 0.0f,
+             {f.data.data() + c0, rows, len, n});
       }
+#pragma omp parallel for schedule(static) if (rows * n > kParallelWork)
+      for (int64_t r = 0; r < rows; ++r)
+        scores[static_cast<size_t>((r0 + r) * slots + s)] = dot_double(e.row(r), f.row(r), n);
     }
   }
+  return scores;
 }
 
-// Diagonal screen: each row's candidate 0 plus its `keep` best others by sum_j H_jj e_j^2,
-// listed by increasing candidate index. [rows, 1 + keep]
-std::vector<int> owc_screen(const ConstBlock& w, const GridSpec& spec, const ConstBlock& h,
-                            const std::vector<Range>& ranges, int n_cand, int keep) {
-  const int64_t n = w.cols;
-  std::vector<float> diag(static_cast<size_t>(n));
-  for (int64_t j = 0; j < n; ++j) diag[static_cast<size_t>(j)] = h.row(j)[j];
-  std::vector<int> sel(static_cast<size_t>(w.rows * (1 + keep)));
-#pragma omp parallel if (w.rows * n * n_cand > kParallelWork)
-  {
-    std::vector<float> e(static_cast<size_t>(n));
-    std::vector<std::pair<double, int>> scored(static_cast<size_t>(n_cand - 1));
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < w.rows; ++r) {
-      for (int i = 1; i < n_cand; ++i) {
-        fill_errors(w.row(r), n, spec.maxq(), candidate(ranges[static_cast<size_t>(r)], i, spec),
-                    e.data());
-        double s = 0.0;
-        for (int64_t j = 0; j < n; ++j)
-          s += static_cast<double>(diag[static_cast<size_t>(j)]) * e[j] * e[j];
-        scored[static_cast<size_t>(i - 1)] = {s, i};
-      }
-      std::partial_sort(scored.begin(), scored.begin() + keep, scored.end());
-      int* out = sel.data() + r * (1 + keep);
-      out[0] = 0;
-      for (int k = 0; k < keep; ++k) out[1 + k] = scored[static_cast<size_t>(k)].second;
-      std::sort(out + 1, out + 1 + keep);
-    }
-  }
-  return sel;
+// Index of the first smallest of n scores (the reference keeps strictly better ones only).
+int first_min(const double* s, int n) {
+  int best = 0;
+  for (int i = 1; i < n; ++i)
+    if (s[i] < s[best]) best = i;
+  return best;
 }
 
 void fit_owc(const ConstBlock& w, const GridSpec& spec, const ConstBlock& h,
              const std::vector<Range>& ranges, std::vector<Params>& best) {
   const int n_cand = scale_candidates(spec);
+  auto cand = [&](int64_t r, int i) { return candidate(ranges[static_cast<size_t>(r)], i, spec); };
   const bool exact =
       spec.owc_refine < 0 || w.cols <= spec.owc_exact_cols || spec.owc_refine >= n_cand - 1;
   if (exact) {
-    owc_exact(
-        w, spec, h, n_cand,
-        [&](int64_t r, int s) { return candidate(ranges[static_cast<size_t>(r)], s, spec); }, best);
+    const auto scores = owc_scores(w, spec, h, n_cand, w.cols, cand);
+    for (int64_t r = 0; r < w.rows; ++r)
+      best[static_cast<size_t>(r)] = cand(r, first_min(scores.data() + r * n_cand, n_cand));
     return;
   }
-  const int keep = spec.owc_refine;
-  const std::vector<int> sel = owc_screen(w, spec, h, ranges, n_cand, keep);
-  owc_exact(
-      w, spec, h, 1 + keep,
-      [&](int64_t r, int s) {
-        return candidate(ranges[static_cast<size_t>(r)],
-                         sel[static_cast<size_t>(r * (1 + keep) + s)], spec);
-      },
-      best);
+  // Screen every candidate on the block-diagonal part of H, keep min-max plus the owc_refine
+  // best (by increasing index, so exact ties still resolve as in the reference), score those
+  // exactly.
+  const int keep = spec.owc_refine, slots = 1 + keep;
+  const auto screen = owc_scores(w, spec, h, n_cand, std::max(spec.owc_exact_cols, 1), cand);
+  std::vector<int> sel(static_cast<size_t>(w.rows * slots));
+  for (int64_t r = 0; r < w.rows; ++r) {
+    std::vector<int> idx(static_cast<size_t>(n_cand - 1));
+    std::iota(idx.begin(), idx.end(), 1);
+    const double* sc = screen.data() + r * n_cand;
+    std::partial_sort(idx.begin(), idx.begin() + keep, idx.end(),
+                      [&](int a, int b) { return sc[a] < sc[b] || (sc[a] == sc[b] && a < b); });
+    int* out = sel.data() + r * slots;
+    out[0] = 0;
+    std::copy_n(idx.begin(), keep, out + 1);
+    std::sort(out + 1, out + slots);
+  }
+  auto chosen = [&](int64_t r, int s) { return cand(r, sel[static_cast<size_t>(r * slots + s)]); };
+  const auto scores = owc_scores(w, spec, h, slots, w.cols, chosen);
+  for (int64_t r = 0; r < w.rows; ++r)
+    best[static_cast<size_t>(r)] = chosen(r, first_min(scores.data() + r * slots, slots));
 }
 
 }  // namespace
