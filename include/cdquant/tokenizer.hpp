@@ -54,8 +54,11 @@ class Tokenizer {
   // Token ids of `text` (UTF-8), with bos_id in front when add_bos and bos_id >= 0.
   virtual std::vector<int> encode(std::string_view text, bool add_bos) const = 0;
   // Text of `ids`. Control tokens (bos, eos, ...) decode to nothing, an unknown token to
-  // " ⁇ " (as SentencePiece does), byte tokens to their bytes; the dummy-prefix space that
-  // encoding put in front of the text is removed. Ids out of range are an Error.
+  // " ⁇ ", byte tokens to their bytes; for the SentencePiece-style kinds, one leading space
+  // of the first piece shown (the dummy prefix that encoding added) is dropped, as llama2.c
+  // and HF's decoders do, so text that starts with spaces round-trips. SentencePiece .model files
+  // decode exactly as libsentencepiece does instead (all leading whitespace pieces dropped, the
+  // model's own unk_surface). Ids out of range are an Error.
   virtual std::string decode(std::span<const int> ids) const = 0;
   virtual int vocab_size() const = 0;
   // What a GGUF file needs to carry this tokenizer.

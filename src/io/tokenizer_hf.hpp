@@ -4,6 +4,11 @@
 //  - SentencePiece-style (Llama 2, TinyLlama): spaces become "▁", "▁" is prepended, BPE over
 //    the whole text with <0xXX> byte fallback.
 // Added tokens are matched verbatim (leftmost, longest) before anything else.
+// Limits: only the GPT-2 / Llama 3 / Qwen2 split regexes are known (others are rejected);
+// an NFC normalizer is accepted but not applied (text is taken to be NFC); the added tokens'
+// lstrip / rstrip / single_word / normalized flags are ignored; decode drops control tokens
+// (HF shows them unless skip_special_tokens); byte-fallback pieces and unknown characters
+// never take part in merges (HF could merge byte pieces if a merge listed them; none do).
 #pragma once
 
 #include <array>

@@ -1,6 +1,7 @@
 #include "io/tokenizer_spm.hpp"
 
 #include <cdquant/error.hpp>
+#include <algorithm>
 #include <cmath>
 
 #include "io/tokenizer_bpe.hpp"
@@ -43,6 +44,7 @@ SpmTokenizer::SpmTokenizer(TokenizerVocab vocab, std::string kind)
     const auto type = static_cast<TokenType>(vocab_.token_types[i]);
     if (type == TokenType::Normal || type == TokenType::UserDefined) {
       lookup_.emplace(surface_[i], i);  // duplicates: the first id wins
+      max_piece_bytes_ = std::max(max_piece_bytes_, surface_[i].size());
     } else if (type == TokenType::Byte) {
       const int b = parse_byte_piece(vocab_.tokens[i]);
       CDQ_CHECK(b >= 0, "token {} has the byte type but piece '{}' is not <0xXX>", i,
@@ -75,6 +77,7 @@ std::vector<int> SpmTokenizer::encode(std::string_view text, bool add_bos) const
   }
   const std::string_view sv(s);
   bpe_merge(syms, [&](const BpeSymbol& l, const BpeSymbol& r) -> std::optional<BpeMerge> {
+    if (r.end - l.begin > max_piece_bytes_) return std::nullopt;
     auto it = lookup_.find(sv.substr(l.begin, r.end - l.begin));
     if (it == lookup_.end()) return std::nullopt;
     return BpeMerge{-static_cast<double>(vocab_.scores[it->second]), it->second};

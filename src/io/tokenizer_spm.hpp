@@ -34,6 +34,7 @@ class SpmTokenizer : public Tokenizer {
   std::unordered_map<std::string_view, int> lookup_;  // mergeable pieces by surface text
   std::vector<int> byte_ids_;                         // [256]; -1 where missing
   bool has_all_bytes_ = false;
+  size_t max_piece_bytes_ = 0;  // longer concatenations cannot be pieces: skip the lookup
 };
 
 }  // namespace cdq::tok
