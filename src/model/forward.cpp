@@ -11,7 +11,7 @@ namespace {
 
 // Below this many floats of work, loops run on one thread: on a busy machine the barrier at
 // the end of a parallel region costs far more than a small loop.
-constexpr int64_t kParallelMin = 1 << 15;
+constexpr int64_t kParallelMin = 1 << 18;
 
 // BLAS reads A and B only; MatrixView carries a mutable pointer for C's sake.
 MatrixView cview(const Matrix& m) {
@@ -43,7 +43,7 @@ void attention(const Matrix& q, const Matrix& k, const Matrix& v, int64_t T, con
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const int64_t n_seq = q.rows / T;
   const int64_t tasks = n_seq * c.n_heads * T;
-  const bool parallel = tasks * T * hd / 2 >= kParallelMin;
+  const bool parallel = tasks * T * hd / 2 >= 16 * kParallelMin;  // ~ms of work
 #pragma omp parallel if (parallel)
   {
     std::vector<float> p(static_cast<size_t>(T));  // probabilities over keys 0..t

@@ -1,0 +1,127 @@
+// Perplexity, KL divergence and top-1 agreement over non-overlapping windows.
+#include <algorithm>
+#include <cdquant/eval.hpp>
+#include <cdquant/forward.hpp>
+#include <cmath>
+
+namespace cdq {
+
+std::vector<std::vector<int>> make_windows(std::span<const int> stream, int ctx, bool prepend_bos,
+                                           int bos_id, int max_windows) {
+  CDQ_CHECK(ctx >= 2, "eval: context {} is too short (need at least 2 tokens)", ctx);
+  const size_t take = static_cast<size_t>(prepend_bos ? ctx - 1 : ctx);  // stream tokens each
+  std::vector<std::vector<int>> windows;
+  for (size_t at = 0; at + take <= stream.size(); at += take) {
+    if (max_windows > 0 && static_cast<int>(windows.size()) >= max_windows) break;
+    std::vector<int> w;
+    w.reserve(static_cast<size_t>(ctx));
+    if (prepend_bos) w.push_back(bos_id);
+    w.insert(w.end(), stream.begin() + static_cast<std::ptrdiff_t>(at),
+             stream.begin() + static_cast<std::ptrdiff_t>(at + take));
+    windows.push_back(std::move(w));
+  }
+  return windows;
+}
+
+std::vector<double> log_softmax_row(const float* logits, int64_t vocab) {
+  double mx = logits[0];
+  for (int64_t j = 1; j < vocab; ++j) mx = std::max(mx, static_cast<double>(logits[j]));
+  double z = 0.0;
+  for (int64_t j = 0; j < vocab; ++j) z += std::exp(logits[j] - mx);
+  const double lz = mx + std::log(z);
+  std::vector<double> out(static_cast<size_t>(vocab));
+  for (int64_t j = 0; j < vocab; ++j) out[static_cast<size_t>(j)] = logits[j] - lz;
+  return out;
+}
+
+namespace {
+
+int64_t argmax(const float* v, int64_t n) {
+  return std::max_element(v, v + n) - v;
+}
+
+// Sums over the scored positions of one window.
+struct WindowSums {
+  double nll = 0.0, nll_other = 0.0, kl = 0.0;
+  int64_t agree = 0, scored = 0;
+};
+
+WindowSums score_window(const std::vector<int>& w, const Matrix& a, const Matrix* b) {
+  const int64_t n = static_cast<int64_t>(w.size()) - 1;  // position t predicts w[t + 1]
+  const int64_t vocab = a.cols;
+  double nll = 0.0, nll_b = 0.0, kl = 0.0;
+  int64_t agree = 0;
+#pragma omp parallel for schedule(static) reduction(+ : nll, nll_b, kl, agree) if (n * vocab >= (1 << 18))
+  for (int64_t t = 0; t < n; ++t) {
+    const size_t target = static_cast<size_t>(w[static_cast<size_t>(t + 1)]);
+    const std::vector<double> lp = log_softmax_row(a.row(t), vocab);
+    nll -= lp[target];
+    if (b == nullptr) continue;
+    const std::vector<double> lq = log_softmax_row(b->row(t), vocab);
+    nll_b -= lq[target];
+    double k = 0.0;
+    for (int64_t j = 0; j < vocab; ++j) {
+      const double p = std::exp(lp[static_cast<size_t>(j)]);
+      k += p * (lp[static_cast<size_t>(j)] - lq[static_cast<size_t>(j)]);
+    }
+    kl += k;
+    agree += argmax(a.row(t), vocab) == argmax(b->row(t), vocab) ? 1 : 0;
+  }
+  return {nll, nll_b, kl, agree, n};
+}
+
+}  // namespace
+
+EvalResult evaluate(const Model& model, std::span<const int> stream, const EvalOptions& opt,
+                    const Model* other) {
+  const ModelConfig& c = model.config;
+  EvalResult r;
+  r.ctx = opt.ctx > 0 ? opt.ctx : std::min(c.max_seq_len, 2048);
+  CDQ_CHECK(r.ctx <= c.max_seq_len, "eval: context {} exceeds the model's max_seq_len {}", r.ctx,
+            c.max_seq_len);
+  if (other != nullptr) {
+    CDQ_CHECK(other->config.vocab_size == c.vocab_size,
+              "eval: the models' vocabularies differ ({} vs {} tokens)", c.vocab_size,
+              other->config.vocab_size);
+    CDQ_CHECK(r.ctx <= other->config.max_seq_len,
+              "eval: context {} exceeds the second model's max_seq_len {}", r.ctx,
+              other->config.max_seq_len);
+  }
+  const int bos = opt.bos_id >= 0 ? opt.bos_id : c.bos_id;
+  CDQ_CHECK(!opt.prepend_bos || (bos >= 0 && bos < c.vocab_size),
+            "eval: BOS id {} is outside the vocabulary [0, {})", bos, c.vocab_size);
+  const auto windows = make_windows(stream, r.ctx, opt.prepend_bos, bos, opt.max_windows);
+  CDQ_CHECK(!windows.empty(),
+            "eval: {} tokens do not fill one window of {} (use a longer text or a smaller --ctx)",
+            stream.size(), r.ctx);
+
+  WindowSums total;
+  r.windows = static_cast<int>(windows.size());
+  for (int i = 0; i < r.windows; ++i) {
+    const auto& w = windows[static_cast<size_t>(i)];
+    const Matrix a = forward_logits(model, w);
+    Matrix b;
+    if (other != nullptr) b = forward_logits(*other, w);
+    const WindowSums s = score_window(w, a, other != nullptr ? &b : nullptr);
+    total.nll += s.nll;
+    total.nll_other += s.nll_other;
+    total.kl += s.kl;
+    total.agree += s.agree;
+    total.scored += s.scored;
+    if (opt.progress) opt.progress(i + 1, r.windows);
+  }
+  const double n = static_cast<double>(total.scored);
+  r.scored = total.scored;
+  r.nll = total.nll / n;
+  r.ppl = std::exp(r.nll);
+  if (other != nullptr) {
+    r.compared = true;
+    r.nll_other = total.nll_other / n;
+    r.ppl_other = std::exp(r.nll_other);
+    r.kl = total.kl / n;
+    r.top1 = static_cast<double>(total.agree) / n;
+  }
+  return r;
+}
+
+}  // namespace cdq

@@ -1,0 +1,191 @@
+// Evaluation: windows, perplexity against the reference forward pass, KL / top-1 properties,
+// and the `cdquant eval` command.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cdquant/eval.hpp>
+#include <cdquant/forward.hpp>
+#include <cdquant/model.hpp>
+#include <cdquant/rng.hpp>
+#include <cdquant/text_file.hpp>
+#include <cdquant/tokenizer.hpp>
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "support/cli.hpp"
+#include "support/paths.hpp"
+#include "support/reference_forward.hpp"
+#include "support/tiny_model.hpp"
+#include "support/tmpdir.hpp"
+
+namespace cdq {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+std::string text_path() {
+  return test::shared_dir() + "/data/tinyshakespeare.txt";
+}
+
+// The first `chars` characters of a real text, tokenized for stories260K (no BOS).
+std::vector<int> stories_stream(size_t chars) {
+  const auto tok = load_tokenizer(test::shared_dir() + "/models/tok512.bin");
+  return tok->encode(read_file(text_path()).substr(0, chars), false);
+}
+
+// Adds N(0, (sigma * rms(W))^2) noise to every linear: a stand-in for quantization error.
+Model perturbed(const Model& m, double sigma, uint64_t seed) {
+  Model p = m;
+  Rng rng(seed);
+  for (BlockWeights& b : p.blocks)
+    for (Linear l : kAllLinears) {
+      Matrix& w = b.linear(l);
+      double ss = 0.0;
+      for (float v : w.data) ss += static_cast<double>(v) * v;
+      const double s = sigma * std::sqrt(ss / static_cast<double>(w.size()));
+      for (float& v : w.data) v += static_cast<float>(s * rng.normal());
+    }
+  return p;
+}
+
+TEST(Eval, WindowsWithAndWithoutBos) {
+  const std::vector<int> s = {10, 11, 12, 13, 14, 15, 16, 17, 18, 19};
+  const auto with = make_windows(s, 4, true, 1, 0);  // 3 stream tokens each, 10 // 3 = 3
+  ASSERT_EQ(with.size(), 3u);
+  EXPECT_EQ(with[0], (std::vector<int>{1, 10, 11, 12}));
+  EXPECT_EQ(with[2], (std::vector<int>{1, 16, 17, 18}));
+  const auto without = make_windows(s, 4, false, 1, 0);  // 10 // 4 = 2, last partial dropped
+  ASSERT_EQ(without.size(), 2u);
+  EXPECT_EQ(without[1], (std::vector<int>{14, 15, 16, 17}));
+  EXPECT_EQ(make_windows(s, 4, true, 1, 2).size(), 2u);
+  EXPECT_THAT(error_of([&] { make_windows(s, 1, true, 1, 0); }), HasSubstr("too short"));
+}
+
+TEST(Eval, PerplexityMatchesReferenceLogits) {
+  const Model m = load_model(test::stories260k_path());
+  const std::vector<int> stream = stories_stream(2000);
+  const int ctx = 96;
+  EvalOptions opt;
+  opt.ctx = ctx;
+  opt.max_windows = 3;
+  const EvalResult r = evaluate(m, stream, opt);
+  ASSERT_EQ(r.windows, 3);
+  ASSERT_EQ(r.scored, 3 * (ctx - 1));
+
+  // The same NLL from the token-by-token reference and a hand-written log-softmax.
+  double nll = 0.0;
+  for (int w = 0; w < 3; ++w) {
+    std::vector<int> win = {m.config.bos_id};
+    win.insert(win.end(), stream.begin() + w * (ctx - 1), stream.begin() + (w + 1) * (ctx - 1));
+    const auto logits = test::reference_logits(m, win);
+    for (int t = 0; t + 1 < ctx; ++t) {
+      double z = 0.0;
+      for (double v : logits[static_cast<size_t>(t)]) z += std::exp(v);
+      nll += std::log(z) - logits[static_cast<size_t>(t)][static_cast<size_t>(win[t + 1])];
+    }
+  }
+  nll /= static_cast<double>(r.scored);
+  // Logits agree to ~1e-6 of their scale (test_forward), so the mean NLL agrees to ~1e-5.
+  EXPECT_NEAR(r.nll, nll, 1e-4);
+  EXPECT_NEAR(r.ppl, std::exp(nll), 1e-4 * std::exp(nll));
+  // A trained model on English text does far better than uniform guessing.
+  EXPECT_LT(r.ppl, m.config.vocab_size / 4.0);
+}
+
+TEST(Eval, KlOfModelWithItselfIsZero) {
+  const Model m = load_model(test::stories260k_path());
+  const Model copy = load_model(test::stories260k_path());
+  EvalOptions opt;
+  opt.ctx = 64;
+  opt.max_windows = 2;
+  const EvalResult r = evaluate(m, stories_stream(1500), opt, &copy);
+  EXPECT_TRUE(r.compared);
+  EXPECT_EQ(r.kl, 0.0);
+  EXPECT_EQ(r.top1, 1.0);
+  EXPECT_EQ(r.nll_other, r.nll);
+}
+
+TEST(Eval, KlGrowsWithPerturbation) {
+  const Model m = load_model(test::stories260k_path());
+  const std::vector<int> stream = stories_stream(1500);
+  EvalOptions opt;
+  opt.ctx = 64;
+  opt.max_windows = 2;
+  const Model small = perturbed(m, 0.02, 1), large = perturbed(m, 0.2, 1);
+  const EvalResult rs = evaluate(m, stream, opt, &small);
+  const EvalResult rl = evaluate(m, stream, opt, &large);
+  EXPECT_GT(rs.kl, 0.0);
+  EXPECT_GT(rl.kl, rs.kl);
+  EXPECT_LT(rl.top1, 1.0);
+  EXPECT_GE(rs.top1, rl.top1);
+  // The second model's NLL is its own perplexity on the same windows.
+  EXPECT_NEAR(rl.nll_other, evaluate(large, stream, opt).nll, 1e-9);
+}
+
+TEST(Eval, RejectsShortStreamsAndMismatchedModels) {
+  const Model m = test::random_model(test::tiny_config(), 1);
+  const std::vector<int> few = {3, 4, 5};
+  EvalOptions opt;
+  opt.ctx = 8;
+  EXPECT_THAT(error_of([&] { evaluate(m, few, opt); }), HasSubstr("do not fill one window"));
+  opt.ctx = 64;
+  EXPECT_THAT(error_of([&] { evaluate(m, few, opt); }), HasSubstr("exceeds the model's"));
+  ModelConfig c = test::tiny_config();
+  c.vocab_size = 41;
+  const Model other = test::random_model(c, 2);
+  opt.ctx = 8;
+  std::vector<int> stream(40, 3);
+  EXPECT_THAT(error_of([&] { evaluate(m, stream, opt, &other); }),
+              HasSubstr("vocabularies differ"));
+}
+
+TEST(EvalCli, JsonMatchesLibraryAndSelfComparison) {
+  test::TempDir dir;
+  const std::string text = dir.write("t.txt", read_file(text_path()).substr(0, 3000));
+  const auto r =
+      test::run_cli({"eval", "--model", test::stories260k_path(), "--text", text, "--ctx", "64",
+                     "--max-windows", "3", "--quantized", test::stories260k_path(), "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["windows"], 3);
+  EXPECT_EQ(j["scored"], 3 * 63);
+  EXPECT_EQ(j["quantized"]["kl"], 0.0);
+  EXPECT_EQ(j["quantized"]["top1"], 1.0);
+
+  const Model m = load_model(test::stories260k_path());
+  const auto tok = load_tokenizer(test::shared_dir() + "/models/tok512.bin");
+  EvalOptions opt;
+  opt.ctx = 64;
+  opt.max_windows = 3;
+  const EvalResult lib = evaluate(m, tok->encode(read_file(text), false), opt);
+  EXPECT_NEAR(j["ppl"].get<double>(), lib.ppl, 1e-9 * lib.ppl);
+
+  const auto line = test::run_cli({"eval", "--model", test::stories260k_path(), "--text", text,
+                                   "--ctx", "64", "--max-windows", "1"});
+  ASSERT_EQ(line.exit_code, 0) << line.err;
+  EXPECT_THAT(line.out, HasSubstr("ppl "));
+  EXPECT_THAT(line.out, HasSubstr("1 windows x 64 tokens"));
+}
+
+TEST(EvalCli, MissingTokenizerIsAClearError) {
+  test::TempDir dir;
+  const Model m = test::random_model(test::tiny_config(), 1);
+  const std::string model = dir.file("m.bin");
+  write_llama2c(m, model);
+  const std::string text = dir.write("t.txt", "hello world");
+  const auto r = test::run_cli({"eval", "--model", model, "--text", text});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err, HasSubstr("no tokenizer found"));
+}
+
+}  // namespace
+}  // namespace cdq
