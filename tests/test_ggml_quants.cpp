@@ -247,7 +247,9 @@ TEST(GgmlPack, Q4_KAndQ5_KSixBitScalePacking) {
     // weight 100: sub-block 3, nibble plane byte 32 + 4, high nibble
     const size_t qs = t == GgmlType::Q5_K ? 48 : 16;
     EXPECT_EQ(b[qs + 36], 0x10);
-    if (t == GgmlType::Q5_K) EXPECT_EQ(b[16 + 4], 0x08);  // 5th bit: qh[100 % 32] bit 100 / 32
+    if (t == GgmlType::Q5_K) {
+      EXPECT_EQ(b[16 + 4], 0x08);
+    }  // 5th bit: qh[100 % 32] bit 100 / 32
     const Matrix m = dequantize_tensor(t, b, 1, 256);
     // decoded: d * sc * q - dmin * m, sub-block 3 has sc = m = 0
     EXPECT_EQ(m(0, 64), -14.0f);  // sub-block 2, code 0: d*63*0 - dmin*7
@@ -462,7 +464,9 @@ TEST(GgmlGrid, RoundToGridVersusTheTypesOwnRule) {
         }
         differ += rtn[i] != q.codes[i];
         // only d's fp16 rounding (2^-11 relative) separates the symmetric rules: one step
-        if (symmetric) EXPECT_LE(std::abs(int{rtn[i]} - int{q.codes[i]}), 1) << ggml_type_name(t);
+        if (symmetric) {
+          EXPECT_LE(std::abs(int{rtn[i]} - int{q.codes[i]}), 1) << ggml_type_name(t);
+        }
         const float e_rtn = std::fabs(w(r, c) - g.value(r, c, rtn[i]));
         const float e_ref = std::fabs(w(r, c) - g.value(r, c, q.codes[i]));
         EXPECT_LE(e_rtn, e_ref * (1.0f + 1e-6f)) << ggml_type_name(t);
