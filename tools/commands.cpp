@@ -2,9 +2,10 @@
 
 namespace cdq::cli {
 
-void register_commands(CLI::App& app) {
+void register_commands(CLI::App& app, const std::string& exe) {
   register_layer(app);
   register_quantize(app);
+  register_demo(app, exe);
   register_eval(app);
 }
 

@@ -2,13 +2,16 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <string>
 
 namespace cdq::cli {
 
-void register_commands(CLI::App& app);
+// exe: argv[0], used to find ../shared/models beside the checkout.
+void register_commands(CLI::App& app, const std::string& exe);
 
-void register_layer(CLI::App& app);     // cmd_layer.cpp
-void register_quantize(CLI::App& app);  // cmd_quantize.cpp
-void register_eval(CLI::App& app);      // cmd_eval.cpp
+void register_layer(CLI::App& app);                         // cmd_layer.cpp
+void register_quantize(CLI::App& app);                      // cmd_quantize.cpp
+void register_demo(CLI::App& app, const std::string& exe);  // cmd_demo.cpp
+void register_eval(CLI::App& app);                          // cmd_eval.cpp
 
 }  // namespace cdq::cli

@@ -1,8 +1,8 @@
 // The cdquant CLI: parses options, calls the library, prints. No logic lives here.
-#include <cdquant/error.hpp>
+#include <fmt/core.h>
 
 #include <CLI/CLI.hpp>
-#include <fmt/core.h>
+#include <cdquant/error.hpp>
 
 #include "commands.hpp"
 
@@ -10,7 +10,7 @@ int main(int argc, char** argv) {
   CLI::App app{"cdquant: post-training weight quantization (RTN, GPTQ, CDQuant)"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "cdquant 0.1.0");
-  cdq::cli::register_commands(app);
+  cdq::cli::register_commands(app, argc > 0 ? argv[0] : "");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -4,15 +4,17 @@
 
 namespace cdq::cli {
 
-void add_solver_flags(CLI::App* cmd, SolverFlags& f) {
-  cmd->add_option("--bits", f.bits, "Bits per weight of the integer grid (2..8)")
-      ->check(CLI::Range(2, 8))
-      ->capture_default_str();
-  cmd->add_option("--group", f.group,
-                  "Columns per quantization group along the input dimension; 0 = one group "
-                  "per output channel. A ragged last group is allowed")
-      ->check(CLI::NonNegativeNumber)
-      ->capture_default_str();
+void add_solver_flags(CLI::App* cmd, SolverFlags& f, bool grid_flags) {
+  if (grid_flags) {
+    cmd->add_option("--bits", f.bits, "Bits per weight of the integer grid (2..8)")
+        ->check(CLI::Range(2, 8))
+        ->capture_default_str();
+    cmd->add_option("--group", f.group,
+                    "Columns per quantization group along the input dimension; 0 = one group "
+                    "per output channel. A ragged last group is allowed")
+        ->check(CLI::NonNegativeNumber)
+        ->capture_default_str();
+  }
   cmd->add_flag("--sym", f.sym, "Symmetric grid (zero point fixed at 2^(bits-1))");
   cmd->add_flag("--act-order", f.act_order, "GPTQ: quantize columns in descending diag(H) order");
   cmd->add_flag("--static-groups", f.static_groups,

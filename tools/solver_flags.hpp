@@ -23,8 +23,8 @@ struct SolverFlags {
   SolverOptions to_options() const;  // validates; throws cdq::Error
 };
 
-// Adds --bits, --group, --sym, --act-order, --static-groups, --percdamp, --scales,
-// --cd-budget, --bcd-block, --cd-init, --threads.
-void add_solver_flags(CLI::App* cmd, SolverFlags& flags);
+// Adds --sym, --act-order, --static-groups, --percdamp, --scales, --cd-budget, --bcd-block,
+// --cd-init, --threads, and with grid_flags also --bits and --group.
+void add_solver_flags(CLI::App* cmd, SolverFlags& flags, bool grid_flags = true);
 
 }  // namespace cdq::cli
