@@ -37,6 +37,7 @@ struct SolverOptions {
   double cd_budget = 1.0;    // CD steps per row = cd_budget * d_in (early stop at optimum)
   int bcd_block = 2;         // coordinates moved jointly per BCD step
   int cyclic_sweeps = 4;     // full passes over the coordinates for cyclic CD
+  int cd_warm_sweeps = 0;    // Cd/Bcd: cyclic passes before the greedy steps (cheap start)
   const Grid* fixed_grid = nullptr;  // when set, every solver picks codes on this grid
   int threads = 0;           // 0: OpenMP default
 };

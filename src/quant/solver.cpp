@@ -1,6 +1,7 @@
 // solve_layer: validation, dispatch to the method, and the true objective.
 #include <cdquant/solver.hpp>
 
+#include "quant/cd.hpp"
 #include "quant/gptq.hpp"
 
 #include <chrono>
@@ -108,6 +109,13 @@ SolveResult solve_layer(const Matrix& w, const Matrix& h, Method method,
       res.notes.insert(res.notes.end(), g.notes.begin(), g.notes.end());
       break;
     }
+    case Method::Cd:
+    case Method::Bcd:
+    case Method::Cyclic:
+    case Method::OwcCd:
+    case Method::OwcBcd:
+      solve_cd_family(w, h, method, options, res);
+      break;
     default:
       fail("method '{}' is not implemented yet", method_name(method));
   }

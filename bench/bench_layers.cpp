@@ -1,0 +1,174 @@
+// Layer benchmark: RTN, GPTQ, GPTQ act-order and the CD family on seeded synthetic layer
+// problems. Prints seconds, relative objective, refinement seconds, CD moves per row, and for
+// the CD family the refinement time over the act-order GPTQ time and the objective reduction
+// against act-order GPTQ (their start).
+#include <fmt/format.h>
+#include <omp.h>
+
+#include <CLI/CLI.hpp>
+#include <cdquant/solver.hpp>
+#include <cdquant/synthetic.hpp>
+#include <chrono>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+extern "C" void openblas_set_num_threads(int);
+
+namespace {
+
+struct MethodSpec {
+  std::string name;
+  cdq::Method method;
+  bool act_order;    // GPTQ (or the GPTQ start of the CD family) in act-order
+  cdq::Method init;  // start of the CD family
+};
+
+const std::vector<MethodSpec>& known_methods() {
+  using cdq::Method;
+  static const std::vector<MethodSpec> specs = {
+      {"rtn", Method::Rtn, false, Method::Rtn},
+      {"gptq", Method::Gptq, false, Method::Gptq},
+      {"gptq-ao", Method::Gptq, true, Method::Gptq},
+      {"cd", Method::Cd, true, Method::Gptq},          // CD from act-order GPTQ
+      {"bcd", Method::Bcd, true, Method::Gptq},        // BCD from act-order GPTQ
+      {"cyclic", Method::Cyclic, true, Method::Gptq},  // cyclic CD from act-order GPTQ
+      {"cd-plain", Method::Cd, false, Method::Gptq},   // CD from in-order GPTQ
+      {"cd-rtn", Method::Cd, false, Method::Rtn},      // CD from RTN
+  };
+  return specs;
+}
+
+std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, sep))
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+std::pair<int64_t, int64_t> parse_shape(const std::string& s) {
+  const auto x = s.find('x');
+  CDQ_CHECK(x != std::string::npos, "shape '{}' must look like 4096x4096 (d_out x d_in)", s);
+  return {std::stoll(s.substr(0, x)), std::stoll(s.substr(x + 1))};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"cdquant layer benchmark (synthetic problems)"};
+  std::string shapes = "768x768,2048x768,768x2048,4096x4096,11008x4096,4096x11008";
+  std::string bits_list = "4,3";
+  std::string methods = "rtn,gptq,gptq-ao,cd,bcd";
+  std::string json_path;
+  int threads = 0;
+  bool quick = false;
+  uint64_t seed = 1;
+  double cd_budget = -1.0;
+  int warm = -1;
+  int group = 0;
+  app.add_option("--shapes", shapes, "comma-separated d_out x d_in shapes");
+  app.add_option("--bits", bits_list, "comma-separated bit widths");
+  app.add_option("--methods", methods,
+                 "comma-separated: rtn, gptq, gptq-ao, cd, bcd, cyclic, cd-plain, cd-rtn");
+  app.add_option("--threads", threads, "threads (0: OpenMP default)");
+  app.add_option("--json", json_path, "write the results as JSON to this file");
+  app.add_option("--seed", seed, "synthetic problem seed");
+  app.add_option("--group", group, "group size (0: per-channel)");
+  app.add_option("--cd-budget", cd_budget, "override SolverOptions.cd_budget");
+  app.add_option("--warm-sweeps", warm, "override SolverOptions.cd_warm_sweeps");
+  app.add_flag("--quick", quick, "small shapes only (768x768, 2048x768, 768x2048)");
+  CLI11_PARSE(app, argc, argv);
+  if (quick) shapes = "768x768,2048x768,768x2048";
+
+  try {
+    if (threads > 0) {
+      omp_set_num_threads(threads);
+      openblas_set_num_threads(threads);
+    }
+    std::vector<MethodSpec> specs;
+    for (const auto& name : split(methods, ',')) {
+      bool found = false;
+      for (const auto& s : known_methods())
+        if (s.name == name) {
+          specs.push_back(s);
+          found = true;
+        }
+      CDQ_CHECK(found, "unknown benchmark method '{}'", name);
+    }
+
+    nlohmann::json records = nlohmann::json::array();
+    fmt::print("{:>11} {:>4} {:>9} {:>9} {:>10} {:>9} {:>9} {:>10} {:>10}\n", "shape", "bits",
+               "method", "seconds", "rel_obj", "refine_s", "moves/row", "refine/ao", "reduction");
+    for (const auto& shape_s : split(shapes, ',')) {
+      const auto [d_out, d_in] = parse_shape(shape_s);
+      cdq::SyntheticOptions so;
+      so.seed = seed;
+      const auto t0 = std::chrono::steady_clock::now();
+      const cdq::LayerProblem p = cdq::make_synthetic_problem(d_out, d_in, so);
+      const double gen_s =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      fmt::print("# {} problem generated in {:.2f} s\n", shape_s, gen_s);
+      for (const auto& b : split(bits_list, ',')) {
+        std::map<std::string, cdq::SolveResult> done;
+        for (const auto& spec : specs) {
+          cdq::SolverOptions opt;
+          opt.grid.bits = std::stoi(b);
+          opt.grid.group_size = group;
+          opt.act_order = spec.act_order;
+          opt.cd_init = spec.init;
+          opt.threads = threads;
+          if (cd_budget >= 0) opt.cd_budget = cd_budget;
+          if (warm >= 0) opt.cd_warm_sweeps = warm;
+          cdq::SolveResult r = cdq::solve_layer(p.w, p.h, spec.method, opt);
+          std::string ratio = "", reduction = "";
+          nlohmann::json rec = {{"shape", shape_s},
+                                {"d_out", d_out},
+                                {"d_in", d_in},
+                                {"bits", opt.grid.bits},
+                                {"group", group},
+                                {"method", spec.name},
+                                {"seconds", r.seconds},
+                                {"relative", r.relative()},
+                                {"objective", r.objective},
+                                {"refine_seconds", r.seconds_refine},
+                                {"moves_per_row", r.moves_per_row},
+                                {"convergence", r.convergence}};
+          if (cdq::is_cd_family(spec.method)) {
+            const char* base = spec.init == cdq::Method::Rtn ? "rtn"
+                               : spec.act_order              ? "gptq-ao"
+                                                             : "gptq";
+            const auto it = done.find(base);
+            if (it != done.end()) {
+              const double rt = r.seconds_refine / it->second.seconds;
+              const double red = 1.0 - r.objective / it->second.objective;
+              ratio = fmt::format("{:.2f}", rt);
+              reduction = fmt::format("{:.2f}%", 100.0 * red);
+              rec["refine_over_start_seconds"] = rt;
+              rec["reduction_vs_start"] = red;
+            }
+          }
+          fmt::print("{:>11} {:>4} {:>9} {:>9.3f} {:>10.5f} {:>9.3f} {:>9.1f} {:>10} {:>10}\n",
+                     shape_s, opt.grid.bits, spec.name, r.seconds, r.relative(), r.seconds_refine,
+                     r.moves_per_row, ratio, reduction);
+          std::fflush(stdout);
+          records.push_back(rec);
+          done[spec.name] = std::move(r);
+        }
+      }
+    }
+    if (!json_path.empty()) {
+      std::ofstream out(json_path);
+      CDQ_CHECK(out.good(), "cannot write {}", json_path);
+      out << records.dump(2) << "\n";
+    }
+  } catch (const cdq::Error& e) {
+    fmt::print(stderr, "error: {}\n", e.what());
+    return 1;
+  }
+  return 0;
+}

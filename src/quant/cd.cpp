@@ -1,0 +1,284 @@
+// Coordinate-descent refinement driver (refine_codes), greedy CD, the damped Hessian and the
+// CD-family entry point of solve_layer.
+#include "quant/cd.hpp"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cdquant/linalg.hpp>
+#include <chrono>
+#include <cmath>
+#include <limits>
+
+#include "quant/cd_impl.hpp"
+#include "quant/gptq.hpp"
+#include "quant/hessian.hpp"
+
+namespace cdq {
+
+namespace cdk {
+
+void observe_single(const Shared& sh, const Row& r, int64_t i, float t, float dec) {
+  CdMove mv;
+  mv.row = r.row;
+  mv.size = 1;
+  mv.coord[0] = i;
+  mv.from[0] = static_cast<int>(r.st.c[i]);
+  mv.to[0] = static_cast<int>(r.st.c[i] + t);
+  mv.decrease = dec;
+  (*sh.observer)(mv);
+}
+
+void greedy_row(const Shared& sh, Row& r, int64_t max_steps) {
+  Best b = update_and_scan(r.st, sh.hd, sh.n, sh.ld, sh.maxq, nullptr, nullptr, 0);
+  int64_t steps = 0;
+  while (steps < max_steps && b.dec > r.tol) {
+    const int64_t i = b.idx;
+    const float delta = b.t * r.st.s[i];
+    if (sh.observer) observe_single(sh, r, i, b.t, b.dec);
+    r.st.c[i] += b.t;
+    r.obj -= b.dec;
+    ++r.moves;
+    if (++steps % sh.n == 0) r.trace.push_back(r.obj);
+    const float* hrow = sh.h->row(i);  // H symmetric: row i is column i
+    b = update_and_scan(r.st, sh.hd, sh.n, sh.ld, sh.maxq, &hrow, &delta, 1);
+  }
+  if (steps % sh.n != 0) r.trace.push_back(r.obj);
+}
+
+}  // namespace cdk
+
+namespace {
+
+int thread_count(int requested) {
+  return requested > 0 ? requested : omp_get_max_threads();
+}
+
+constexpr int kRowBatch = 8;  // rows sharing each H row in the cyclic sweeps
+
+// G = (Q - W) H for all rows, [d_out, ld] with zero padding.
+std::vector<float> initial_gradient(const Matrix& w, const Matrix& h, const Grid& grid,
+                                    const std::vector<uint8_t>& codes, int64_t ld, int nt) {
+  const int64_t n = w.cols;
+  Matrix e(w.rows, n);
+#pragma omp parallel for schedule(static) num_threads(nt)
+  for (int64_t r = 0; r < w.rows; ++r)
+    for (int64_t j = 0; j < n; ++j)
+      e(r, j) = grid.value(r, j, codes[static_cast<size_t>(r * n + j)]) - w(r, j);
+  std::vector<float> g(static_cast<size_t>(w.rows * ld), 0.0f);
+  const MatrixView gv{g.data(), w.rows, n, ld};
+  gemm(false, false, 1.0f, view(e), MatrixView{const_cast<float*>(h.data.data()), n, n, n}, 0.0f,
+       gv);
+  return g;
+}
+
+}  // namespace
+
+std::vector<int32_t> bcd_partners(const Matrix& h, int k) {
+  const int64_t n = h.rows;
+  CDQ_CHECK(k >= 1 && k <= kMaxCdBlock, "BCD block size must be in 1..{}, got {}", kMaxCdBlock, k);
+  CDQ_CHECK(k <= n, "BCD block size {} exceeds d_in = {}", k, n);
+  const int np = k - 1;
+  std::vector<int32_t> out(static_cast<size_t>(n * np));
+  if (np == 0) return out;
+  std::vector<float> inv_sqrt(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) inv_sqrt[i] = h(i, i) > 0 ? 1.0f / std::sqrt(h(i, i)) : 0.0f;
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    // Keep the np best (correlation, index) pairs, best first.
+    float best_v[kMaxCdBlock];
+    int32_t best_j[kMaxCdBlock];
+    int have = 0;
+    const float* hi = h.row(i);
+    for (int64_t j = 0; j < n; ++j) {
+      if (j == i) continue;
+      const float v = std::abs(hi[j]) * inv_sqrt[i] * inv_sqrt[j];
+      if (have == np && !(v > best_v[np - 1])) continue;
+      int pos = have < np ? have++ : np - 1;
+      while (pos > 0 && v > best_v[pos - 1]) {
+        best_v[pos] = best_v[pos - 1];
+        best_j[pos] = best_j[pos - 1];
+        --pos;
+      }
+      best_v[pos] = v;
+      best_j[pos] = static_cast<int32_t>(j);
+    }
+    for (int m = 0; m < np; ++m) out[static_cast<size_t>(i * np + m)] = best_j[m];
+  }
+  return out;
+}
+
+CdStats refine_codes(const Matrix& w, const Matrix& h, const Grid& grid,
+                     std::vector<uint8_t>& codes, const CdOptions& options,
+                     const CdObserver* observer) {
+  const int64_t n = w.cols, d_out = w.rows;
+  CDQ_ASSERT(h.rows == n && h.cols == n && grid.d_out == d_out && grid.d_in == n);
+  CDQ_ASSERT(codes.size() == static_cast<size_t>(d_out * n));
+  CDQ_CHECK(options.budget >= 0.0, "cd_budget must be >= 0, got {}", options.budget);
+  CDQ_CHECK(options.sweeps >= 0 && options.warm_sweeps >= 0, "CD sweeps must be >= 0");
+  const int nt = observer ? 1 : thread_count(options.threads);
+  const int64_t ld = cdk::padded(n);
+  const auto max_steps = static_cast<int64_t>(std::ceil(options.budget * static_cast<double>(n)));
+
+  std::vector<float> g = initial_gradient(w, h, grid, codes, ld, nt);
+  std::vector<float> hd(static_cast<size_t>(ld), 0.0f);
+  for (int64_t j = 0; j < n; ++j) {
+    hd[j] = h(j, j);
+    CDQ_CHECK(hd[j] > 0.0f, "CD needs a positive diagonal of the damped H, H[{},{}] = {}", j, j,
+              hd[j]);
+  }
+
+  cdk::Shared sh;
+  sh.h = &h;
+  sh.hd = hd.data();
+  sh.n = n;
+  sh.ld = ld;
+  sh.maxq = static_cast<float>(grid.maxq);
+  sh.observer = observer;
+  std::vector<int32_t> partners;
+  std::vector<float> block_inv;
+  if (options.kind == CdKind::Block) {
+    sh.k = std::min<int>(options.block, static_cast<int>(n));
+    partners = bcd_partners(h, sh.k);
+    block_inv = cdk::block_inverses(h, partners, sh.k);
+    sh.partners = partners.data();
+    sh.block_inv = block_inv.data();
+  }
+
+  std::vector<int64_t> moves(static_cast<size_t>(d_out), 0);
+  std::vector<std::vector<double>> traces(static_cast<size_t>(d_out));
+  const int64_t n_batches = (d_out + kRowBatch - 1) / kRowBatch;
+#pragma omp parallel num_threads(nt)
+  {
+    std::vector<float> buf(static_cast<size_t>(3 * kRowBatch * ld), 0.0f);
+    cdk::Row rows[kRowBatch];
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t bi = 0; bi < n_batches; ++bi) {
+      const int64_t r0 = bi * kRowBatch;
+      const int count = static_cast<int>(std::min<int64_t>(kRowBatch, d_out - r0));
+      for (int q = 0; q < count; ++q) {
+        cdk::Row& rw = rows[q];
+        const int64_t r = r0 + q;
+        rw.row = r;
+        rw.st.g = g.data() + r * ld;
+        rw.st.c = buf.data() + (3 * q) * ld;
+        rw.st.a = rw.st.c + ld;
+        rw.st.s = rw.st.a + ld;
+        double obj = 0.0;
+        for (int64_t j = 0; j < n; ++j) {
+          const uint8_t code = codes[static_cast<size_t>(r * n + j)];
+          const float s = grid.scale[grid.at(r, grid.group_of(j))];
+          rw.st.c[j] = code;
+          rw.st.s[j] = s;
+          rw.st.a[j] = s != 0.0f ? 1.0f / (hd[j] * s) : 0.0f;
+          obj += static_cast<double>(grid.value(r, j, code) - w(r, j)) * rw.st.g[j];
+        }
+        rw.obj = obj;
+        rw.tol =
+            std::max(static_cast<float>(options.tol_rel * obj), std::numeric_limits<float>::min());
+        rw.moves = 0;
+        rw.trace.assign(1, obj);
+      }
+      const int sweeps = options.kind == CdKind::Cyclic ? options.sweeps : options.warm_sweeps;
+      if (sweeps > 0) cdk::cyclic_sweeps(sh, rows, count, sweeps);
+      for (int q = 0; q < count; ++q) {
+        cdk::Row& rw = rows[q];
+        if (options.kind == CdKind::Greedy || (options.kind == CdKind::Block && sh.k == 1))
+          cdk::greedy_row(sh, rw, max_steps);
+        else if (options.kind == CdKind::Block)
+          cdk::block_row(sh, rw, max_steps);
+        for (int64_t j = 0; j < n; ++j)
+          codes[static_cast<size_t>(rw.row * n + j)] = static_cast<uint8_t>(rw.st.c[j]);
+        moves[rw.row] = rw.moves;
+        traces[rw.row] = std::move(rw.trace);
+      }
+    }
+  }
+
+  CdStats stats;
+  size_t len = 2;
+  for (const auto& t : traces) len = std::max(len, t.size());
+  stats.convergence.assign(len, 0.0);
+  double total_moves = 0.0;
+  for (int64_t r = 0; r < d_out; ++r) {
+    const auto& t = traces[r];
+    for (size_t k = 0; k < len; ++k) stats.convergence[k] += t[std::min(k, t.size() - 1)];
+    total_moves += static_cast<double>(moves[r]);
+  }
+  stats.moves_per_row = total_moves / static_cast<double>(d_out);
+  stats.start_objective = stats.convergence.front();
+  stats.final_objective = stats.convergence.back();
+  return stats;
+}
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+CdKind kind_of(Method m) {
+  switch (m) {
+    case Method::Bcd:
+    case Method::OwcBcd:
+      return CdKind::Block;
+    case Method::Cyclic:
+      return CdKind::Cyclic;
+    default:
+      return CdKind::Greedy;
+  }
+}
+
+// The starting point: grid and codes of Rtn, Owc or Gptq. Returns the damping in use (GPTQ
+// may have raised it), so that CD minimises the very objective GPTQ did.
+double start_point(const Matrix& w, const Matrix& h, Method init, const SolverOptions& options,
+                   SolveResult& res) {
+  switch (init) {
+    case Method::Rtn:
+    case Method::Owc: {
+      GridSpec spec = options.grid;
+      if (init == Method::Owc) spec.search = ScaleSearch::Owc;
+      res.grid = options.fixed_grid ? *options.fixed_grid : fit_grid(w, spec, &h);
+      res.codes = round_to_grid(res.grid, w);
+      return options.percdamp;
+    }
+    case Method::Gptq: {
+      GptqResult g = gptq_quantize(w, h, options);
+      res.grid = std::move(g.grid);
+      res.codes = std::move(g.codes);
+      res.notes.insert(res.notes.end(), g.notes.begin(), g.notes.end());
+      return g.percdamp;
+    }
+    default:
+      fail("cd_init must be rtn, owc or gptq, got '{}'", method_name(init));
+  }
+}
+
+}  // namespace
+
+void solve_cd_family(const Matrix& w, const Matrix& h, Method method, const SolverOptions& options,
+                     SolveResult& res) {
+  const bool owc = method == Method::OwcCd || method == Method::OwcBcd;
+  const double percdamp = start_point(w, h, owc ? Method::Owc : options.cd_init, options, res);
+
+  const auto t0 = std::chrono::steady_clock::now();
+  const PreparedHessian ph = prepare_hessian(h, percdamp);
+  Matrix w_live;
+  if (ph.dead_count() > 0) {
+    w_live = w;
+    zero_dead_columns(w_live, ph);
+  }
+  CdOptions co;
+  co.kind = kind_of(method);
+  co.budget = options.cd_budget;
+  co.block = options.bcd_block;
+  co.sweeps = options.cyclic_sweeps;
+  co.warm_sweeps = options.cd_warm_sweeps;
+  co.threads = options.threads;
+  const CdStats st = refine_codes(ph.dead_count() > 0 ? w_live : w, ph.h, res.grid, res.codes, co);
+  res.seconds_refine = seconds_since(t0);
+  res.convergence = st.convergence;
+  res.moves_per_row = st.moves_per_row;
+}
+
+}  // namespace cdq

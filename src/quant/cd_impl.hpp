@@ -1,0 +1,51 @@
+// Per-row drivers of the coordinate-descent variants (internal to src/quant/cd*.cpp).
+#pragma once
+
+#include <vector>
+
+#include "quant/cd.hpp"
+#include "quant/cd_kernels.hpp"
+
+namespace cdq::cdk {
+
+// Read-only data shared by all rows.
+struct Shared {
+  const Matrix* h = nullptr;  // damped H [n, n]
+  const float* hd = nullptr;  // H_jj, padded to ld with zeros
+  int64_t n = 0;
+  int64_t ld = 0;
+  float maxq = 0.0f;
+  const CdObserver* observer = nullptr;
+  // BCD: blocks {i} + partners[i*(k-1) ..], and the inverse of each block's H_B [n, k*k].
+  int k = 1;
+  const int32_t* partners = nullptr;
+  const float* block_inv = nullptr;
+};
+
+// Working state of one row.
+struct Row {
+  int64_t row = 0;
+  RowState st{};
+  double obj = 0.0;  // damped row objective, tracked through the accepted decreases
+  float tol = 0.0f;  // a move must lower obj by more than this
+  int64_t moves = 0;
+  std::vector<double> trace;  // obj at the start and after every sweep-equivalent
+};
+
+// Reports a single-coordinate move to the observer (before c is updated).
+void observe_single(const Shared& sh, const Row& r, int64_t i, float t, float dec);
+
+// Cyclic sweeps over a batch of rows: coordinate i of every row, then i+1, ... so that row i of
+// H stays in cache across the batch. Each row stops after a sweep that changed nothing.
+void cyclic_sweeps(const Shared& sh, Row* rows, int count, int sweeps);
+
+// Greedy CD on one row, at most max_steps moves.
+void greedy_row(const Shared& sh, Row& r, int64_t max_steps);
+
+// Block CD on one row, at most max_steps block moves.
+void block_row(const Shared& sh, Row& r, int64_t max_steps);
+
+// BCD per-block data: the inverse of H_B for every seed's block, [n, k*k].
+std::vector<float> block_inverses(const Matrix& h, const std::vector<int32_t>& partners, int k);
+
+}  // namespace cdq::cdk

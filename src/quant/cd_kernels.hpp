@@ -1,0 +1,114 @@
+// Inner kernels shared by the coordinate-descent variants (internal to src/quant/cd*.cpp).
+//
+// Per row the state lives in contiguous float arrays of padded length ld (a multiple of 8,
+// the padding is zero so padded coordinates never move):
+//   g[j]  gradient (H e)_j with the damped H
+//   c[j]  current code of coordinate j, as a float
+//   a[j]  1 / (H_jj s_j): the continuous optimal move of j in code units is -g_j * a_j
+//   s[j]  grid step s_j of j's group (value = s_j * code + bias)
+// and shared by all rows: hd[j] = H_jj.
+// The best move of j is t = clamp(round(-g_j a_j), -c_j, maxq - c_j) codes, i.e. delta = t s_j
+// in value units, and it lowers the row objective by dec = -delta (2 g_j + delta H_jj).
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+namespace cdq::cdk {
+
+using v8f = float __attribute__((vector_size(32)));
+using v8i = int32_t __attribute__((vector_size(32)));
+
+inline v8f load(const float* p) {
+  v8f v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void store(float* p, v8f v) {
+  std::memcpy(p, &v, sizeof v);
+}
+inline v8f splat(float x) {
+  return v8f{x, x, x, x, x, x, x, x};
+}
+
+constexpr int kMaxUpd = 4;                  // rows of H one update may add (the BCD block size)
+constexpr float kRoundMagic = 12582912.0f;  // 1.5 * 2^23: (x + M) - M rounds to nearest even
+
+inline int64_t padded(int64_t n) {
+  return (n + 7) / 8 * 8;
+}
+
+struct RowState {
+  float* g;
+  float* c;
+  float* a;
+  float* s;
+};
+
+struct Best {
+  int64_t idx = -1;
+  float t = 0.0f;    // move in codes
+  float dec = 0.0f;  // decrease of the row objective
+};
+
+// Scalar version of the move rule (same operations as the vector kernel).
+inline void best_move(float g, float c, float a, float s, float hd, float maxq, float& t,
+                      float& dec) {
+  float x = -g * a;
+  x = x < -c ? -c : x;
+  x = x > maxq - c ? maxq - c : x;
+  t = (x + kRoundMagic) - kRoundMagic;
+  const float ds = t * s;
+  dec = -ds * (2.0f * g + ds * hd);
+}
+
+// Applies g += sum_m delta[m] * hrows[m][:] (n_upd rows of H, each of true length n) and
+// returns the best single move of the updated row. n_upd may be 0 (scan only).
+inline Best update_and_scan(const RowState& st, const float* hd, int64_t n, int64_t ld, float maxq,
+                            const float* const* hrows, const float* delta, int n_upd) {
+  v8f best = splat(-1.0f);
+  v8f best_t = splat(0.0f);
+  v8i best_i = v8i{0, 0, 0, 0, 0, 0, 0, 0};
+  v8i idx = v8i{0, 1, 2, 3, 4, 5, 6, 7};
+  const v8i eight = v8i{8, 8, 8, 8, 8, 8, 8, 8};
+  const v8f vmaxq = splat(maxq), magic = splat(kRoundMagic), two = splat(2.0f);
+  const int64_t n8 = n / 8 * 8;
+  float tail[kMaxUpd][8];
+  for (int m = 0; m < n_upd; ++m) {
+    std::memset(tail[m], 0, sizeof tail[m]);
+    if (n8 < n) std::memcpy(tail[m], hrows[m] + n8, sizeof(float) * static_cast<size_t>(n - n8));
+  }
+  for (int64_t j = 0; j < ld; j += 8) {
+    v8f g = load(st.g + j);
+    for (int m = 0; m < n_upd; ++m) {
+      const float* hp = j < n8 ? hrows[m] + j : tail[m];
+      g += splat(delta[m]) * load(hp);
+    }
+    if (n_upd) store(st.g + j, g);
+    const v8f c = load(st.c + j);
+    const v8f lo = -c, hi = vmaxq - c;
+    v8f x = -g * load(st.a + j);
+    x = x < lo ? lo : x;
+    x = x > hi ? hi : x;
+    const v8f t = (x + magic) - magic;
+    const v8f ds = t * load(st.s + j);
+    const v8f dec = -ds * (two * g + ds * load(hd + j));
+    const v8i m = dec > best;
+    best = m ? dec : best;
+    best_t = m ? t : best_t;
+    best_i = m ? idx : best_i;
+    idx += eight;
+  }
+  Best b;
+  b.dec = -1.0f;
+  for (int l = 0; l < 8; ++l) {
+    if (best[l] > b.dec || (best[l] == b.dec && best_i[l] < b.idx)) {
+      b.dec = best[l];
+      b.t = best_t[l];
+      b.idx = best_i[l];
+    }
+  }
+  return b;
+}
+
+}  // namespace cdq::cdk
