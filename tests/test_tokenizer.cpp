@@ -619,6 +619,19 @@ TEST(HfByteLevelTokenizer, HandWorkedEncodings) {
               ElementsAre('t', 257, 262, 261));
 }
 
+TEST(HfByteLevelTokenizer, TokenizerConfigSetsBosAndEos) {
+  const fs::path dir = temp_dir("with_config");
+  write_file(dir / "tokenizer.json", tiny_byte_level_json().dump());
+  write_file(dir / "tokenizer_config.json",
+             R"({"bos_token": null, "eos_token": {"content": "<|endoftext|>"},
+                 "add_bos_token": false})");
+  const auto tok = load_tokenizer(dir.string());
+  EXPECT_EQ(tok->bos_id, -1);  // as Qwen2: no bos
+  EXPECT_EQ(tok->eos_id, 262);
+  EXPECT_THAT(tok->encode("the", true), ElementsAre('t', 257));
+  EXPECT_FALSE(tok->vocab().add_bos);
+}
+
 // A byte-level BPE trained here on real text (Llama 3 split rules), then checked against the
 // naive reference encoder, for round trips, and through vocab() -> tokenizer_from_vocab().
 struct TrainedBpe {

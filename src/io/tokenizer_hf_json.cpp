@@ -238,8 +238,10 @@ std::unique_ptr<Tokenizer> parse_hf_tokenizer(std::string_view tokenizer_json,
     std::string bos_name = template_bos(j.value("post_processor", json()));
     m.add_bos = !bos_name.empty();
     std::string eos_name;
+    bool no_bos = false;  // tokenizer_config.json says "bos_token": null (Qwen2)
     if (!config_json.empty()) {
       const json c = json::parse(config_json);
+      no_bos = c.contains("bos_token") && c["bos_token"].is_null();
       if (c.contains("bos_token") && !token_content(c["bos_token"]).empty())
         bos_name = token_content(c["bos_token"]);
       if (c.contains("eos_token")) eos_name = token_content(c["eos_token"]);
@@ -247,7 +249,7 @@ std::unique_ptr<Tokenizer> parse_hf_tokenizer(std::string_view tokenizer_json,
         m.add_bos = c["add_bos_token"].get<bool>();
     }
     for (const char* name : {"<s>", "<|begin_of_text|>", "<|startoftext|>", "<|endoftext|>"})
-      if (bos_name.empty() && find_id(name) >= 0) bos_name = name;
+      if (bos_name.empty() && !no_bos && find_id(name) >= 0) bos_name = name;
     for (const char* name : {"</s>", "<|end_of_text|>", "<|endoftext|>", "<|im_end|>"})
       if (eos_name.empty() && find_id(name) >= 0) eos_name = name;
     if (!bos_name.empty()) m.bos_id = find_id(bos_name);
