@@ -2,8 +2,11 @@
 // windows from a text file, quantize block by block, write the result.
 #pragma once
 
+#include <cdquant/gguf_model.hpp>
 #include <cdquant/quantize.hpp>
+#include <functional>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 namespace cdq {
@@ -18,12 +21,22 @@ struct QuantizeJob {
   int seqlen = 0;      // tokens per window; 0: min(model context, 2048)
   uint64_t seed = 0;
   QuantizeOptions quant;
+  GgufExportOptions gguf;  // out_format "gguf": types, overrides (source/tokenizer filled in)
+  std::function<void(const std::string&)> on_note;  // format notes (GGUF type fallbacks)
 };
 
 QuantizeSummary run_quantize_job(const QuantizeJob& job);
 
-// Token ids of a text file with the model's tokenizer (no BOS).
-std::vector<int> tokenize_file(const std::string& text_path, const std::string& model_path,
-                               const std::string& tokenizer_path);
+class Tokenizer;
+
+// The tokenizer at tokenizer_path, or when empty the one stored with the model (beside it,
+// or inside a GGUF file). Throws Error saying what to pass when there is none.
+std::unique_ptr<Tokenizer> tokenizer_for_model(const std::string& model_path,
+                                               const std::string& tokenizer_path);
+
+// Calibration windows (BOS + seqlen - 1 tokens each) sampled with a seed from a text file.
+std::vector<std::vector<int>> calibration_from_file(const std::string& text_path,
+                                                    const Tokenizer& tokenizer, int nsamples,
+                                                    int seqlen, uint64_t seed, int bos_id);
 
 }  // namespace cdq

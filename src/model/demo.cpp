@@ -4,6 +4,8 @@
 #include <cdquant/eval.hpp>
 #include <cdquant/model_writer.hpp>
 #include <cdquant/quantize_job.hpp>
+#include <cdquant/text_file.hpp>
+#include <cdquant/tokenizer.hpp>
 
 namespace cdq {
 
@@ -22,9 +24,10 @@ DemoContext prepare(const DemoOptions& o) {
   ctx.float_model = load_model(*ctx.reader);
   const ModelConfig& c = ctx.float_model.config;
   const int seqlen = std::min(o.seqlen, c.max_seq_len);
-  const auto calib = tokenize_file(o.calib_path, o.model_path, o.tokenizer_path);
-  ctx.calibration = sample_calibration_windows(calib, o.nsamples, seqlen, o.seed, true, c.bos_id);
-  ctx.test_stream = tokenize_file(o.test_path, o.model_path, o.tokenizer_path);
+  const auto tokenizer = tokenizer_for_model(o.model_path, o.tokenizer_path);
+  ctx.calibration =
+      calibration_from_file(o.calib_path, *tokenizer, o.nsamples, seqlen, o.seed, c.bos_id);
+  ctx.test_stream = tokenizer->encode(read_file(o.test_path), false);
   return ctx;
 }
 

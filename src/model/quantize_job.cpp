@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cdquant/calibration.hpp>
+#include <cdquant/gguf_model.hpp>
 #include <cdquant/model_writer.hpp>
 #include <cdquant/quantize_job.hpp>
 #include <cdquant/text_file.hpp>
@@ -7,15 +8,22 @@
 
 namespace cdq {
 
-std::vector<int> tokenize_file(const std::string& text_path, const std::string& model_path,
-                               const std::string& tokenizer_path) {
-  std::string tok_path = tokenizer_path.empty() ? find_tokenizer_for(model_path) : tokenizer_path;
-  CDQ_CHECK(!tok_path.empty(),
+std::unique_ptr<Tokenizer> tokenizer_for_model(const std::string& model_path,
+                                               const std::string& tokenizer_path) {
+  if (tokenizer_path.empty() && is_gguf_file(model_path)) return load_gguf_tokenizer(model_path);
+  const std::string path = tokenizer_path.empty() ? find_tokenizer_for(model_path) : tokenizer_path;
+  CDQ_CHECK(!path.empty(),
             "no tokenizer found beside {} (looked for tokenizer.json, tokenizer.model, "
             "tokenizer.bin, tok*.bin, tok*.model): pass --tokenizer",
             model_path);
-  const auto tokenizer = load_tokenizer(tok_path);
-  return tokenizer->encode(read_file(text_path), false);
+  return load_tokenizer(path);
+}
+
+std::vector<std::vector<int>> calibration_from_file(const std::string& text_path,
+                                                    const Tokenizer& tokenizer, int nsamples,
+                                                    int seqlen, uint64_t seed, int bos_id) {
+  const std::string text = read_file(text_path);
+  return sample_calibration_text(text, tokenizer, nsamples, seqlen, seed, true, bos_id);
 }
 
 QuantizeSummary run_quantize_job(const QuantizeJob& job) {
@@ -25,12 +33,19 @@ QuantizeSummary run_quantize_job(const QuantizeJob& job) {
   const int seqlen = job.seqlen > 0 ? job.seqlen : std::min(config.max_seq_len, 2048);
   CDQ_CHECK(seqlen <= config.max_seq_len, "--seqlen {} exceeds the model's context of {}", seqlen,
             config.max_seq_len);
-  const std::vector<int> stream = tokenize_file(job.calib_path, job.model_path, job.tokenizer_path);
-  const auto windows =
-      sample_calibration_windows(stream, job.nsamples, seqlen, job.seed, true, config.bos_id);
-  auto writer = make_model_writer(*reader, job.out_path, job.out_format);
+  const auto tokenizer = tokenizer_for_model(job.model_path, job.tokenizer_path);
+  const auto windows = calibration_from_file(job.calib_path, *tokenizer, job.nsamples, seqlen,
+                                             job.seed, config.bos_id);
+  GgufExportOptions gguf = job.gguf;
+  gguf.source_path = job.model_path;
+  if (gguf.tokenizer_path.empty()) gguf.tokenizer_path = job.tokenizer_path;
+  auto writer = make_model_writer(*reader, job.out_path, job.out_format, &gguf);
+  QuantizeOptions quant = job.quant;
+  if (GridChooser chooser = writer->grid_chooser()) quant.choose_grid = std::move(chooser);
+  if (const auto* g = dynamic_cast<const GgufModelWriter*>(writer.get()); g && job.on_note)
+    for (const std::string& note : g->plan().notes()) job.on_note(note);
   const QuantizeSummary summary =
-      quantize_model(*reader, windows, job.quant,
+      quantize_model(*reader, windows, quant,
                      [&](int layer, BlockWeights& block, std::vector<LinearResult>& linears) {
                        writer->write_block(layer, block, linears);
                      });
