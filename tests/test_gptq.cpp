@@ -178,6 +178,36 @@ TEST(Gptq, StaticGroupsUseTheGridOfTheOriginalW) {
   EXPECT_EQ(res.grid.zero, up_front.zero);
 }
 
+TEST(Gptq, ScaleSearchesFitPerChannelUpFrontAndGroupsOnTheirColumns) {
+  const int64_t d_in = 72, gs = 24;
+  const Matrix w = random_weights(6, d_in, 24);
+  const Matrix h = correlated_hessian(d_in, 25);
+  for (ScaleSearch search : {ScaleSearch::Mse, ScaleSearch::Owc}) {
+    SolverOptions opt = options(3, 0);
+    opt.grid.search = search;
+    const GptqResult pc = gptq_quantize(w, h, opt);
+    EXPECT_EQ(pc.grid.scale, fit_grid(w, opt.grid, &h).scale);
+    // act-order dynamic groups: the first group (positions 0..gs) is fitted before any update,
+    // on the columns perm[0..gs) with H restricted to them in that order
+    opt.grid.group_size = static_cast<int>(gs);
+    opt.act_order = true;
+    const GptqResult g = gptq_quantize(w, h, opt);
+    Matrix hb(gs, gs);
+    for (int64_t a = 0; a < gs; ++a)
+      for (int64_t b = 0; b < gs; ++b) hb(a, b) = h(g.perm[a], g.perm[b]);
+    for (int64_t r = 0; r < w.rows; ++r) {
+      std::vector<float> vals(static_cast<size_t>(gs));
+      for (int64_t a = 0; a < gs; ++a) vals[static_cast<size_t>(a)] = w(r, g.perm[a]);
+      float s = 0.0f;
+      int32_t z = 0;
+      fit_group_params(vals.data(), gs, opt.grid, hb.data.data(), s, z);
+      EXPECT_EQ(g.grid.scale[g.grid.at(r, 0)], s);
+      EXPECT_EQ(g.grid.zero[g.grid.at(r, 0)], z);
+    }
+    EXPECT_TRUE(all_finite(dequantize(g.grid, g.codes).span()));
+  }
+}
+
 TEST(Hessian, InverseCholeskyUpperFactorsTheInverse) {
   const int64_t n = 40;
   Matrix h = correlated_hessian(n, 15);
