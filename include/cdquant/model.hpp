@@ -86,12 +86,22 @@ Model load_model(const std::string& path);
 // Checks that the config is sane and every tensor has the shape the config implies. Throws
 // Error naming the first offending tensor.
 void check_config(const ModelConfig& config);
+void check_block(const BlockWeights& block, const ModelConfig& config, int layer);
 void check_model(const Model& model);
 
 // Writes a float32 llama2.c checkpoint (legacy header, negative vocab when the classifier is
 // not tied). Rejects models llama2.c cannot express: biases, head_dim * n_heads != dim,
 // rope_theta != 10000, norm_eps != 1e-5.
 void write_llama2c(const Model& model, const std::string& path);
+
+// q/k row layouts. HF (and GGUF qwen2) store each head's rows in the rotate-half order (pairs
+// (i, i + head_dim/2)); internally rows are interleaved (pairs (2i, 2i+1)). Per head:
+// interleaved row 2i <- rotate-half row i, interleaved row 2i+1 <- rotate-half row
+// i + head_dim/2. Rows must be a multiple of head_dim. Biases use the same maps.
+Matrix rotate_half_to_interleaved(const Matrix& w, int head_dim);
+Matrix interleaved_to_rotate_half(const Matrix& w, int head_dim);
+std::vector<float> rotate_half_to_interleaved(const std::vector<float>& b, int head_dim);
+std::vector<float> interleaved_to_rotate_half(const std::vector<float>& b, int head_dim);
 
 // A tokenizer file stored beside a checkpoint (tok512.bin, tokenizer.bin, tok*.bin,
 // tokenizer.model, tokenizer.json, tok*.model; for a directory, inside it); "" when none.

@@ -2,12 +2,14 @@
 // the tokenizer stored beside a checkpoint.
 #include <algorithm>
 #include <cdquant/error.hpp>
+#include <cdquant/gguf_model.hpp>
 #include <cdquant/model.hpp>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 
 #include "io/llama2c.hpp"
+#include "io/model_hf.hpp"
 
 namespace cdq {
 
@@ -19,7 +21,12 @@ std::unique_ptr<ModelReader> open_model(const std::string& path) {
   if (fs::is_directory(path, ec)) {
     CDQ_CHECK(fs::exists(fs::path(path) / "config.json", ec),
               "{}: a directory but not an HF model (no config.json)", path);
-    fail("{}: HF safetensors directories are not supported by this build yet", path);
+    return open_hf_model(path);
+  }
+  if (fs::path(path).extension() == ".safetensors") {
+    CDQ_CHECK(fs::exists(fs::path(path).parent_path() / "config.json", ec),
+              "{}: a safetensors file needs config.json beside it", path);
+    return open_hf_model(path);
   }
   char magic[4] = {};
   {
@@ -27,8 +34,7 @@ std::unique_ptr<ModelReader> open_model(const std::string& path) {
     CDQ_CHECK(in.good(), "{}: cannot open", path);
     in.read(magic, sizeof magic);
   }
-  if (std::memcmp(magic, "GGUF", 4) == 0)
-    fail("{}: GGUF models are not supported by this build yet", path);
+  if (std::memcmp(magic, "GGUF", 4) == 0) return open_gguf_model(path);
   // No magic in the llama2.c legacy format: the reader validates the header and the size.
   return open_llama2c(path);
 }

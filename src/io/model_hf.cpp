@@ -1,0 +1,233 @@
+// HF safetensors model directories as a streaming ModelReader.
+#include "io/model_hf.hpp"
+
+#include <cdquant/error.hpp>
+#include <cdquant/gptq_format.hpp>
+#include <cdquant/safetensors.hpp>
+#include <cdquant/text_file.hpp>
+#include <cstring>
+#include <filesystem>
+
+namespace cdq {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+int get_int(const nlohmann::json& j, const char* key, const std::string& what) {
+  CDQ_CHECK(j.contains(key) && j[key].is_number_integer(),
+            "{}: config.json lacks the integer field '{}'", what, key);
+  const int64_t v = j[key].get<int64_t>();
+  CDQ_CHECK(v > 0 && v <= (int64_t{1} << 30), "{}: config.json field '{}' = {} is out of range",
+            what, key, v);
+  return static_cast<int>(v);
+}
+
+int get_int_or(const nlohmann::json& j, const char* key, int fallback, const std::string& what) {
+  if (!j.contains(key) || j[key].is_null()) return fallback;
+  return get_int(j, key, what);
+}
+
+double get_num_or(const nlohmann::json& j, const char* key, double fallback,
+                  const std::string& what) {
+  if (!j.contains(key) || j[key].is_null()) return fallback;
+  CDQ_CHECK(j[key].is_number(), "{}: config.json field '{}' is not a number", what, key);
+  return j[key].get<double>();
+}
+
+// bos/eos ids may be an int, a list (first is used) or null.
+int token_id(const nlohmann::json& j, const char* key, int fallback) {
+  if (!j.contains(key)) return fallback;
+  const auto& v = j[key];
+  if (v.is_number_integer()) return v.get<int>();
+  if (v.is_array() && !v.empty() && v[0].is_number_integer()) return v[0].get<int>();
+  return fallback;
+}
+
+std::string architecture(const nlohmann::json& j, const std::string& what) {
+  std::string name;
+  if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty() &&
+      j["architectures"][0].is_string())
+    name = j["architectures"][0].get<std::string>();
+  const std::string type = j.contains("model_type") && j["model_type"].is_string()
+                               ? j["model_type"].get<std::string>()
+                               : "";
+  if (name == "LlamaForCausalLM" || type == "llama") return "llama";
+  if (name == "MistralForCausalLM" || type == "mistral") return "mistral";
+  if (name == "Qwen2ForCausalLM" || type == "qwen2") return "qwen2";
+  fail(
+      "{}: unsupported architecture '{}' (model_type '{}'); supported: LlamaForCausalLM, "
+      "MistralForCausalLM, Qwen2ForCausalLM",
+      what, name, type);
+}
+
+class HfReader final : public ModelReader {
+ public:
+  explicit HfReader(const std::string& path) : path_(path) {
+    const fs::path dir = fs::is_directory(path) ? fs::path(path) : fs::path(path).parent_path();
+    const std::string cfg_path = (dir / "config.json").string();
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(read_file(cfg_path));
+    } catch (const nlohmann::json::exception& e) {
+      fail("{}: invalid JSON: {}", cfg_path, e.what());
+    }
+    config_ = hf_model_config(j, cfg_path);
+    if (j.contains("quantization_config") && j["quantization_config"].is_object())
+      quant_ = j["quantization_config"];
+    st_ = std::make_unique<SafetensorsDir>(path);
+    if (!j.contains("tie_word_embeddings"))  // not stated: tied exactly when lm_head is absent
+      config_.tied_embeddings = !st_->contains("lm_head.weight");
+    if (!config_.tied_embeddings)
+      CDQ_CHECK(st_->contains("lm_head.weight"),
+                "{}: tie_word_embeddings is false but lm_head.weight is missing", path);
+  }
+
+  const ModelConfig& config() const override { return config_; }
+  std::string format() const override { return "hf"; }
+
+  Matrix read_embeddings() override {
+    Matrix m = st_->read_matrix("model.embed_tokens.weight");
+    expect_shape(m, config_.vocab_size, config_.dim, "model.embed_tokens.weight");
+    return m;
+  }
+
+  BlockWeights read_block(int layer) override {
+    const ModelConfig& c = config_;
+    CDQ_CHECK(layer >= 0 && layer < c.n_layers, "{}: layer {} out of range (n_layers {})", path_,
+              layer, c.n_layers);
+    const std::string p = fmt::format("model.layers.{}.", layer);
+    BlockWeights b;
+    b.attn_norm = st_->read_floats(p + "input_layernorm.weight");
+    b.ffn_norm = st_->read_floats(p + "post_attention_layernorm.weight");
+    b.wq = rotate_half_to_interleaved(linear(p + "self_attn.q_proj"), c.head_dim);
+    b.wk = rotate_half_to_interleaved(linear(p + "self_attn.k_proj"), c.head_dim);
+    b.wv = linear(p + "self_attn.v_proj");
+    b.wo = linear(p + "self_attn.o_proj");
+    b.w_gate = linear(p + "mlp.gate_proj");
+    b.w_up = linear(p + "mlp.up_proj");
+    b.w_down = linear(p + "mlp.down_proj");
+    if (c.qkv_bias) {
+      b.bq = rotate_half_to_interleaved(st_->read_floats(p + "self_attn.q_proj.bias"), c.head_dim);
+      b.bk = rotate_half_to_interleaved(st_->read_floats(p + "self_attn.k_proj.bias"), c.head_dim);
+      b.bv = st_->read_floats(p + "self_attn.v_proj.bias");
+    }
+    check_block(b, c, layer);
+    return b;
+  }
+
+  std::vector<float> read_final_norm() override {
+    auto v = st_->read_floats("model.norm.weight");
+    CDQ_CHECK(static_cast<int>(v.size()) == config_.dim,
+              "{}: model.norm.weight has {} values, "
+              "expected {}",
+              path_, v.size(), config_.dim);
+    return v;
+  }
+
+  Matrix read_output() override {
+    if (config_.tied_embeddings) return {};
+    Matrix m = st_->read_matrix("lm_head.weight");
+    expect_shape(m, config_.vocab_size, config_.dim, "lm_head.weight");
+    return m;
+  }
+
+ private:
+  void expect_shape(const Matrix& m, int64_t rows, int64_t cols, const std::string& name) const {
+    CDQ_CHECK(m.rows == rows && m.cols == cols, "{}: {} has shape [{}, {}], expected [{}, {}]",
+              path_, name, m.rows, m.cols, rows, cols);
+  }
+
+  // A float linear (prefix.weight) or a GPTQ one (prefix.qweight ...), as [out, in] floats.
+  Matrix linear(const std::string& prefix) const {
+    if (st_->contains(prefix + ".weight")) return st_->read_matrix(prefix + ".weight");
+    CDQ_CHECK(st_->contains(prefix + ".qweight"), "{}: tensor {}.weight is missing", path_, prefix);
+    return gptq_linear(prefix);
+  }
+
+  Matrix gptq_linear(const std::string& prefix) const {
+    CDQ_CHECK(!quant_.is_null(),
+              "{}: {} is GPTQ-packed but config.json has no "
+              "quantization_config",
+              path_, prefix);
+    const std::string method = quant_.value("quant_method", "gptq");
+    CDQ_CHECK(method == "gptq", "{}: quant_method '{}' is not supported (only gptq)", path_,
+              method);
+    const std::string fmt_name = quant_.value("checkpoint_format", "gptq");
+    CDQ_CHECK(fmt_name == "gptq" || fmt_name == "gptq_v2",
+              "{}: checkpoint_format '{}' is not supported (gptq or gptq_v2)", path_, fmt_name);
+    const auto format = fmt_name == "gptq_v2" ? GptqCheckpointFormat::V2 : GptqCheckpointFormat::V1;
+    GptqLinear t;
+    t.bits = quant_.value("bits", 4);
+    CDQ_CHECK(t.bits == 2 || t.bits == 3 || t.bits == 4 || t.bits == 8,
+              "{}: GPTQ bits {} not supported", path_, t.bits);
+    const TensorInfo& qw = st_->info(prefix + ".qweight");
+    const TensorInfo& sc = st_->info(prefix + ".scales");
+    CDQ_CHECK(qw.shape.size() == 2 && sc.shape.size() == 2 && sc.dtype == DType::F16,
+              "{}: {}: qweight must be 2-D and scales 2-D F16", path_, prefix);
+    t.in_features = qw.shape[0] * 32 / t.bits;
+    t.out_features = qw.shape[1];
+    t.n_groups = static_cast<int>(sc.shape[0]);
+    t.qweight = st_->file_for(prefix + ".qweight").read_i32(prefix + ".qweight");
+    t.qzeros = st_->file_for(prefix + ".qzeros").read_i32(prefix + ".qzeros");
+    const auto sbytes = st_->bytes(prefix + ".scales");
+    t.scales.resize(sbytes.size() / 2);
+    std::memcpy(t.scales.data(), sbytes.data(), t.scales.size() * 2);
+    if (st_->contains(prefix + ".g_idx")) {
+      t.g_idx = st_->file_for(prefix + ".g_idx").read_i32(prefix + ".g_idx");
+    } else {  // no g_idx: consecutive groups
+      const int gs = quant_.value("group_size", -1);
+      t.g_idx.resize(static_cast<size_t>(t.in_features));
+      for (int64_t k = 0; k < t.in_features; ++k)
+        t.g_idx[static_cast<size_t>(k)] = gs > 0 ? static_cast<int32_t>(k / gs) : 0;
+    }
+    return dequantize_gptq_linear(t, format);
+  }
+
+  std::string path_;
+  ModelConfig config_;
+  nlohmann::json quant_;
+  std::unique_ptr<SafetensorsDir> st_;
+};
+
+}  // namespace
+
+ModelConfig hf_model_config(const nlohmann::json& j, const std::string& what) {
+  CDQ_CHECK(j.is_object(), "{}: config.json is not a JSON object", what);
+  ModelConfig c;
+  c.arch = architecture(j, what);
+  c.dim = get_int(j, "hidden_size", what);
+  c.hidden_dim = get_int(j, "intermediate_size", what);
+  c.n_layers = get_int(j, "num_hidden_layers", what);
+  c.n_heads = get_int(j, "num_attention_heads", what);
+  c.n_kv_heads = get_int_or(j, "num_key_value_heads", c.n_heads, what);
+  CDQ_CHECK(c.dim % c.n_heads == 0 || (j.contains("head_dim") && !j["head_dim"].is_null()),
+            "{}: hidden_size {} is not a multiple of num_attention_heads {} and no head_dim", what,
+            c.dim, c.n_heads);
+  c.head_dim = get_int_or(j, "head_dim", c.dim / c.n_heads, what);
+  c.vocab_size = get_int(j, "vocab_size", what);
+  c.max_seq_len = get_int_or(j, "max_position_embeddings", 2048, what);
+  c.rope_theta = static_cast<float>(get_num_or(j, "rope_theta", 10000.0, what));
+  c.norm_eps = static_cast<float>(get_num_or(j, "rms_norm_eps", 1e-6, what));
+  c.tied_embeddings = j.value("tie_word_embeddings", false);
+  c.qkv_bias = c.arch == "qwen2";
+  c.bos_id = token_id(j, "bos_token_id", c.bos_id);
+  c.eos_id = token_id(j, "eos_token_id", c.eos_id);
+  if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
+    const auto& rs = j["rope_scaling"];
+    const std::string type = rs.is_object() ? rs.value("rope_type", rs.value("type", "?")) : "?";
+    CDQ_CHECK(type == "default", "{}: rope_scaling of type '{}' is not supported", what, type);
+  }
+  CDQ_CHECK(!j.value("attention_bias", false) && !j.value("mlp_bias", false),
+            "{}: attention_bias / mlp_bias models are not supported", what);
+  const std::string act = j.value("hidden_act", "silu");
+  CDQ_CHECK(act == "silu", "{}: hidden_act '{}' is not supported (silu only)", what, act);
+  check_config(c);
+  return c;
+}
+
+std::unique_ptr<ModelReader> open_hf_model(const std::string& path) {
+  return std::make_unique<HfReader>(path);
+}
+
+}  // namespace cdq
