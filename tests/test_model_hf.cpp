@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <cdquant/forward.hpp>
+#include <cdquant/gptq_format.hpp>
+#include <cdquant/grid.hpp>
 #include <cdquant/model.hpp>
 #include <cdquant/rng.hpp>
 #include <cdquant/safetensors.hpp>
@@ -53,10 +55,24 @@ nlohmann::json hf_config(const ModelConfig& c) {
 }
 
 // Writes a model as an HF directory the way HF stores it (q/k rows in rotate-half order).
+// GPTQ-packed linears by tensor prefix ("model.layers.0.self_attn.q_proj"), written in place
+// of the float weight.
+using PackedLinears = std::map<std::string, GptqLinear>;
+
 void export_hf(const Model& m, const std::string& dir, uint64_t shard_bytes = 0,
-               const nlohmann::json* config = nullptr) {
+               const nlohmann::json* config = nullptr, const PackedLinears& packed = {}) {
   const ModelConfig& c = m.config;
   SafetensorsWriter w;
+  auto add_linear = [&](const std::string& prefix, const Matrix& weight) {
+    const auto it = packed.find(prefix);
+    if (it == packed.end()) return w.add_matrix(prefix + ".weight", weight);
+    const GptqLinear& t = it->second;
+    const int64_t K = t.in_features, N = t.out_features, G = t.n_groups;
+    w.add_ints(prefix + ".qweight", DType::I32, {K * t.bits / 32, N}, t.qweight);
+    w.add_ints(prefix + ".qzeros", DType::I32, {G, N * t.bits / 32}, t.qzeros);
+    w.add_ints(prefix + ".scales", DType::F16, {G, N}, t.scales);
+    w.add_ints(prefix + ".g_idx", DType::I32, {K}, t.g_idx);
+  };
   w.add_matrix("model.embed_tokens.weight", m.tok_embeddings);
   for (int l = 0; l < c.n_layers; ++l) {
     const BlockWeights& b = m.blocks[static_cast<size_t>(l)];
@@ -66,13 +82,13 @@ void export_hf(const Model& m, const std::string& dir, uint64_t shard_bytes = 0,
     };
     vec("input_layernorm.weight", b.attn_norm);
     vec("post_attention_layernorm.weight", b.ffn_norm);
-    w.add_matrix(p + "self_attn.q_proj.weight", interleaved_to_rotate_half(b.wq, c.head_dim));
-    w.add_matrix(p + "self_attn.k_proj.weight", interleaved_to_rotate_half(b.wk, c.head_dim));
-    w.add_matrix(p + "self_attn.v_proj.weight", b.wv);
-    w.add_matrix(p + "self_attn.o_proj.weight", b.wo);
-    w.add_matrix(p + "mlp.gate_proj.weight", b.w_gate);
-    w.add_matrix(p + "mlp.up_proj.weight", b.w_up);
-    w.add_matrix(p + "mlp.down_proj.weight", b.w_down);
+    add_linear(p + "self_attn.q_proj", interleaved_to_rotate_half(b.wq, c.head_dim));
+    add_linear(p + "self_attn.k_proj", interleaved_to_rotate_half(b.wk, c.head_dim));
+    add_linear(p + "self_attn.v_proj", b.wv);
+    add_linear(p + "self_attn.o_proj", b.wo);
+    add_linear(p + "mlp.gate_proj", b.w_gate);
+    add_linear(p + "mlp.up_proj", b.w_up);
+    add_linear(p + "mlp.down_proj", b.w_down);
     if (c.qkv_bias) {
       vec("self_attn.q_proj.bias", interleaved_to_rotate_half(b.bq, c.head_dim));
       vec("self_attn.k_proj.bias", interleaved_to_rotate_half(b.bk, c.head_dim));
@@ -185,6 +201,49 @@ TEST(HfModel, ShardedQwen2WithBiasesLoadsBitExact) {
   const std::vector<int> tokens = {1, 5, 9, 33, 2, 60, 7};
   const Matrix a = forward_logits(m, tokens), b = forward_logits(back, tokens);
   EXPECT_TRUE(same_bits(a.span(), b.span()));
+}
+
+// A random 4-bit grid (fp16-exact scales, integer zeros) and codes for an [N, K] linear.
+GptqLinear random_gptq(int64_t N, int64_t K, int group, uint64_t seed) {
+  Rng rng(seed);
+  Grid g = make_grid_layout(N, K, group, 15);
+  g.scale.assign(static_cast<size_t>(N * g.n_groups), 0.0f);
+  g.bias = g.scale;
+  g.zero.assign(g.scale.size(), 0);
+  for (size_t i = 0; i < g.scale.size(); ++i) {
+    g.scale[i] = 0.0625f * static_cast<float>(1 + rng.below(8));
+    g.zero[i] = static_cast<int32_t>(rng.below(16));
+    g.bias[i] = -g.scale[i] * static_cast<float>(g.zero[i]);
+  }
+  std::vector<uint8_t> codes(static_cast<size_t>(N * K));
+  for (auto& q : codes) q = static_cast<uint8_t>(rng.below(16));
+  return pack_gptq_linear(g, codes, 4, GptqCheckpointFormat::V2);
+}
+
+TEST(HfModel, GptqLinearsAreDequantized) {
+  test::TempDir dir;
+  const ModelConfig c = test::tiny_config(32, 64, 1, 4, 2, 40, 32);
+  const Model m = test::random_model(c, 3);
+  PackedLinears packed;
+  packed["model.layers.0.self_attn.q_proj"] = random_gptq(32, 32, 16, 1);
+  packed["model.layers.0.mlp.down_proj"] = random_gptq(32, 64, 16, 2);
+  nlohmann::json j = hf_config(c);
+  j["quantization_config"] = {
+      {"quant_method", "gptq"}, {"bits", 4}, {"group_size", 16}, {"checkpoint_format", "gptq_v2"}};
+  export_hf(m, dir.file("gptq"), 0, &j, packed);
+  const Model back = load_model(dir.file("gptq"));
+  const Matrix q_hf =
+      dequantize_gptq_linear(packed["model.layers.0.self_attn.q_proj"], GptqCheckpointFormat::V2);
+  const Matrix down =
+      dequantize_gptq_linear(packed["model.layers.0.mlp.down_proj"], GptqCheckpointFormat::V2);
+  EXPECT_TRUE(same_bits(back.blocks[0].wq.span(), rotate_half_to_interleaved(q_hf, 8).span()));
+  EXPECT_TRUE(same_bits(back.blocks[0].w_down.span(), down.span()));
+  EXPECT_TRUE(same_bits(back.blocks[0].wk.span(), m.blocks[0].wk.span()));  // float ones stay
+  // Without the quantization_config the packed tensors cannot be read.
+  j.erase("quantization_config");
+  export_hf(m, dir.file("noconf"), 0, &j, packed);
+  EXPECT_THAT(error_of([&] { load_model(dir.file("noconf")); }),
+              HasSubstr("no quantization_config"));
 }
 
 TEST(HfModel, TiedEmbeddingsInferredWhenUnstated) {
