@@ -231,6 +231,18 @@ TEST(CdBlock, AcceptedBlockMovesAreOptimalOverTheirCandidates) {
             c[mv.row * n + j] = static_cast<uint8_t>(q);
             best_single = std::max(best_single, f0 - row_objective(p.w, h, grid, c, mv.row));
           }
+        // ... and no block does either: the bound-pruned search found the best block.
+        double best_block = 0.0;
+        for (int64_t seed_i = 0; seed_i < n; ++seed_i) {
+          std::vector<int64_t> block{seed_i};
+          for (int m = 1; m < k; ++m) block.push_back(partners[seed_i * (k - 1) + m - 1]);
+          for (const auto& cand : block_candidates(p.w, h, grid, mirror, mv.row, block)) {
+            std::vector<uint8_t> c = mirror;
+            for (int m = 0; m < k; ++m) c[mv.row * n + block[m]] = static_cast<uint8_t>(cand[m]);
+            best_block = std::max(best_block, f0 - row_objective(p.w, h, grid, c, mv.row));
+          }
+        }
+        EXPECT_GE(mv.decrease, best_block - 1e-5 * f0);
         if (mv.size > 1) {
           ++block_moves;
           ASSERT_EQ(mv.size, k);

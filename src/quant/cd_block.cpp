@@ -4,10 +4,17 @@
 // each member's optimum in code units (clamped to the grid), evaluated exactly. Each step takes
 // the best move over all blocks and all single coordinates.
 //
-// Evaluating all blocks exactly every step would cost 2^k k^2 per block; instead each block's
-// continuous gain g_B^T H_B^{-1} g_B (an upper bound of any of its discrete decreases) is
-// computed, and blocks are evaluated exactly in descending order of that bound until the bound
-// falls below the best decrease found: the result is the exact best block.
+// Evaluating all blocks exactly every step would cost 2^k k^2 per block; instead each block
+// gets an upper bound of any of its discrete decreases, and blocks are evaluated exactly in
+// descending order of that bound until it falls below the best decrease found: the result is
+// the exact best block. The bound: a move delta lowers the objective by
+//   g_B^T H_B^{-1} g_B - (delta - delta*)^T H_B (delta - delta*),
+// and every candidate lies at least s_m * dist(o_m, Z) from the continuous optimum in each
+// member m (o_m its optimal move in code units); a candidate that changes anything moves some
+// member off its code, i.e. at least s_m * dist(o_m, Z \ {0}) from the optimum. Hence
+//   dec <= g_B^T H_B^{-1} g_B
+//          - lambda_min(H_B) * (sum_m s_m^2 dist(o_m, Z)^2 + min_m s_m^2 extra_m),
+// extra_m = dist(o_m, Z \ {0})^2 - dist(o_m, Z)^2 = (1 - 2|o_m|) when o_m rounds to 0, else 0.
 #include <algorithm>
 #include <cmath>
 
@@ -61,7 +68,7 @@ BlockMove best_in_block(const Shared& sh, const Row& r, int64_t seed) {
   const int k = sh.k;
   BlockMove bm;
   bm.size = block_members(sh, seed, bm.coord);
-  const float* inv = sh.block_inv + seed * k * k;
+  const float* inv = sh.block_inv + seed * (k * k + 1);
   double gb[kMaxCdBlock], lo[kMaxCdBlock], hi[kMaxCdBlock], hb[kMaxCdBlock][kMaxCdBlock];
   for (int m = 0; m < k; ++m) gb[m] = r.st.g[bm.coord[m]];
   for (int m = 0; m < k; ++m) {
@@ -95,29 +102,49 @@ BlockMove best_in_block(const Shared& sh, const Row& r, int64_t seed) {
   return bm;
 }
 
-// Continuous gain g_B^T H_B^{-1} g_B of every seed's block.
-void block_gains(const Shared& sh, const Row& r, float* gain) {
+// Upper bound of the best discrete decrease of every seed's block (see the top of the file).
+void block_bounds(const Shared& sh, const Row& r, float* bound) {
   const int k = sh.k;
   const float* g = r.st.g;
+  const float* s = r.st.s;
   if (k == 2) {
 #pragma omp simd
     for (int64_t i = 0; i < sh.n; ++i) {
-      const float* inv = sh.block_inv + i * 4;
-      const float gi = g[i], gj = g[sh.partners[i]];
-      gain[i] = inv[0] * gi * gi + 2.0f * inv[1] * gi * gj + inv[3] * gj * gj;
+      const float* inv = sh.block_inv + i * 5;
+      const int32_t j = sh.partners[i];
+      const float gi = g[i], gj = g[j];
+      const float di = -(inv[0] * gi + inv[1] * gj), dj = -(inv[2] * gi + inv[3] * gj);
+      const float si = s[i], sj = s[j];
+      const float oi = si != 0.0f ? di / si : 0.0f, oj = sj != 0.0f ? dj / sj : 0.0f;
+      const float ri = std::nearbyint(oi), rj = std::nearbyint(oj);
+      const float fi = oi - ri, fj = oj - rj;
+      const float ei = ri == 0.0f ? 1.0f - 2.0f * std::abs(oi) : 0.0f;
+      const float ej = rj == 0.0f ? 1.0f - 2.0f * std::abs(oj) : 0.0f;
+      const float si2 = si * si, sj2 = sj * sj;
+      const float pen = si2 * fi * fi + sj2 * fj * fj + std::min(si2 * ei, sj2 * ej);
+      bound[i] = -(di * gi + dj * gj) - inv[4] * pen;
     }
     return;
   }
   for (int64_t i = 0; i < sh.n; ++i) {
     int64_t m[kMaxCdBlock];
     block_members(sh, i, m);
-    const float* inv = sh.block_inv + i * k * k;
+    const float* inv = sh.block_inv + i * (k * k + 1);
     float gb[kMaxCdBlock];
     for (int a = 0; a < k; ++a) gb[a] = g[m[a]];
-    float v = 0.0f;
-    for (int a = 0; a < k; ++a)
-      for (int b = 0; b < k; ++b) v += inv[a * k + b] * gb[a] * gb[b];
-    gain[i] = v;
+    float gain = 0.0f, pen = 0.0f, extra = 3.4e38f;
+    for (int a = 0; a < k; ++a) {
+      float d = 0.0f;
+      for (int b = 0; b < k; ++b) d -= inv[a * k + b] * gb[b];
+      gain -= d * gb[a];
+      const float sa = s[m[a]];
+      const float o = sa != 0.0f ? d / sa : 0.0f;
+      const float ro = std::nearbyint(o);
+      pen += sa * sa * (o - ro) * (o - ro);
+      extra = std::min(extra, ro == 0.0f ? sa * sa * (1.0f - 2.0f * std::abs(o)) : 0.0f);
+    }
+    pen += extra;
+    bound[i] = gain - inv[k * k] * pen;
   }
 }
 
@@ -140,7 +167,8 @@ constexpr size_t kEvalBatch = 32;  // blocks ranked and evaluated per round
 
 std::vector<float> block_inverses(const Matrix& h, const std::vector<int32_t>& partners, int k) {
   const int64_t n = h.rows;
-  std::vector<float> out(static_cast<size_t>(n * k * k));
+  const int stride = k * k + 1;
+  std::vector<float> out(static_cast<size_t>(n * stride));
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     int64_t m[kMaxCdBlock];
@@ -149,15 +177,27 @@ std::vector<float> block_inverses(const Matrix& h, const std::vector<int32_t>& p
     double a[kMaxCdBlock * kMaxCdBlock];
     for (int x = 0; x < k; ++x)
       for (int y = 0; y < k; ++y) a[x * k + y] = h(m[x], m[y]);
+    double lam;
+    if (k == 2) {  // exact smallest eigenvalue of [[p, q], [q, t]]
+      const double mid = 0.5 * (a[0] + a[3]), half = 0.5 * (a[0] - a[3]);
+      lam = mid - std::sqrt(half * half + a[1] * a[1]);
+    }
     CDQ_CHECK(invert_small(a, k), "BCD: the damped H restricted to block {} is singular", i);
-    for (int x = 0; x < k * k; ++x)
-      out[static_cast<size_t>(i * k * k + x)] = static_cast<float>(a[x]);
+    if (k != 2) {
+      double tr = 0.0;
+      for (int x = 0; x < k; ++x) tr += a[x * k + x];
+      lam = 1.0 / tr;  // lambda_max(H_B^-1) <= trace(H_B^-1)
+    }
+    float* o = out.data() + i * stride;
+    for (int x = 0; x < k * k; ++x) o[x] = static_cast<float>(a[x]);
+    // Shrunk a little so that float rounding in the bound never makes it too tight.
+    o[k * k] = static_cast<float>(std::max(0.0, lam) * (1.0 - 1e-3));
   }
   return out;
 }
 
 void block_row(const Shared& sh, Row& r, int64_t max_steps) {
-  std::vector<float> gain(static_cast<size_t>(sh.n));
+  std::vector<float> bound(static_cast<size_t>(sh.n));
   std::vector<int32_t> cand;
   Best b = update_and_scan(r.st, sh.hd, sh.n, sh.ld, sh.maxq, nullptr, nullptr, 0);
   int64_t steps = 0;
@@ -167,24 +207,27 @@ void block_row(const Shared& sh, Row& r, int64_t max_steps) {
     best.size = 1;
     best.coord[0] = b.idx;
     best.t[0] = b.t;
-    const double threshold = std::max<double>(b.dec, r.tol);
-    block_gains(sh, r, gain.data());
+    // Bounds are computed in float: a block is skipped only when its bound is below the best
+    // decrease by more than the tolerance.
+    const double slack = r.tol;
+    const double threshold = std::max<double>(b.dec, r.tol) - slack;
+    block_bounds(sh, r, bound.data());
     cand.clear();
     for (int64_t i = 0; i < sh.n; ++i)
-      if (gain[i] > threshold) cand.push_back(static_cast<int32_t>(i));
+      if (bound[i] > threshold) cand.push_back(static_cast<int32_t>(i));
     // Exact evaluation in descending order of the bound, kEvalBatch at a time.
-    auto by_gain = [&](int32_t x, int32_t y) {
-      return gain[x] > gain[y] || (gain[x] == gain[y] && x < y);
+    auto by_bound = [&](int32_t x, int32_t y) {
+      return bound[x] > bound[y] || (bound[x] == bound[y] && x < y);
     };
     size_t done = 0;
     while (done < cand.size()) {
       const size_t end = std::min(cand.size(), done + kEvalBatch);
       if (end < cand.size())
-        std::nth_element(cand.begin() + done, cand.begin() + end, cand.end(), by_gain);
-      std::sort(cand.begin() + done, cand.begin() + end, by_gain);
+        std::nth_element(cand.begin() + done, cand.begin() + end, cand.end(), by_bound);
+      std::sort(cand.begin() + done, cand.begin() + end, by_bound);
       bool bounded = false;
       for (size_t q = done; q < end; ++q) {
-        if (static_cast<double>(gain[cand[q]]) <= best.dec) {
+        if (static_cast<double>(bound[cand[q]]) + slack <= best.dec) {
           bounded = true;
           break;
         }

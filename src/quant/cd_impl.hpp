@@ -16,7 +16,8 @@ struct Shared {
   int64_t ld = 0;
   float maxq = 0.0f;
   const CdObserver* observer = nullptr;
-  // BCD: blocks {i} + partners[i*(k-1) ..], and the inverse of each block's H_B [n, k*k].
+  // BCD: blocks {i} + partners[i*(k-1) ..]; per block the inverse of H_B and a lower bound of
+  // the smallest eigenvalue of H_B: [n, k*k + 1] (block_inverses).
   int k = 1;
   const int32_t* partners = nullptr;
   const float* block_inv = nullptr;
@@ -45,7 +46,8 @@ void greedy_row(const Shared& sh, Row& r, int64_t max_steps);
 // Block CD on one row, at most max_steps block moves.
 void block_row(const Shared& sh, Row& r, int64_t max_steps);
 
-// BCD per-block data: the inverse of H_B for every seed's block, [n, k*k].
+// BCD per-block data for every seed's block: H_B^{-1} (k*k) then a lower bound of the smallest
+// eigenvalue of H_B (exact for k = 2, 1 / trace(H_B^{-1}) otherwise): [n, k*k + 1].
 std::vector<float> block_inverses(const Matrix& h, const std::vector<int32_t>& partners, int k);
 
 }  // namespace cdq::cdk
