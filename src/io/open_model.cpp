@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "io/llama2c.hpp"
+#include "io/model_gguf.hpp"
 #include "io/model_hf.hpp"
 
 namespace cdq {
