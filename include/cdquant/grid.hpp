@@ -39,6 +39,9 @@ struct GridSpec {
   // exact.
   int owc_exact_cols = 256;
   int owc_refine = 4;
+  // Round every fitted scale to the nearest fp16 value (before its zero point is chosen), so
+  // formats that store scales as fp16 (GPTQ checkpoints) reproduce the solver's grid exactly.
+  bool fp16_scales = false;
 
   int maxq() const { return (1 << bits) - 1; }
 };

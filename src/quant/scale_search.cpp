@@ -17,6 +17,7 @@
 // chosen by the exact score, so OWC stays never worse than min-max.
 #include <algorithm>
 #include <cdquant/grid.hpp>
+#include <cdquant/half.hpp>
 #include <cdquant/linalg.hpp>
 #include <cmath>
 #include <limits>
@@ -63,6 +64,12 @@ Params candidate(const Range& r, int i, const GridSpec& spec) {
   const float xmax1 = p * r.xmax;
   Params c;
   c.scale = (xmax1 - xmin1) / static_cast<float>(maxq);
+  // fp16-exact scales (GPTQ export): every search path (min-max, MSE, OWC; RTN, GPTQ's dynamic
+  // and static groups) scores and keeps the stored value; the zero follows from it. A scale
+  // below fp16's smallest subnormal keeps that subnormal (never 0), one above its largest
+  // finite value keeps that (no throwing here: this runs inside OpenMP regions).
+  if (spec.fp16_scales)
+    c.scale = std::clamp(fp16_to_float(float_to_fp16(c.scale)), 0x1p-24f, 65504.0f);
   c.zero = spec.symmetric ? (maxq + 1) / 2 : static_cast<int32_t>(std::nearbyint(-xmin1 / c.scale));
   return c;
 }
