@@ -194,4 +194,40 @@ class SafetensorsWriter {
   Metadata metadata_;
 };
 
+// Streaming output whose tensors become ready one after another in a known order (a model
+// written block by block as the quantizer finishes them). Every tensor is declared up front,
+// so the headers and the shard plan are fixed before any data exists; data regions are laid
+// out in declaration order (safetensors readers only need non-overlapping regions, not regions
+// in name order) while the JSON keys stay sorted. Tensors must then be written in exactly the
+// declaration order. Files are written as *.tmp and renamed by finish(); an unfinished writer
+// removes its temporaries. Sharding as SafetensorsWriter::write_sharded.
+class SafetensorsStreamWriter {
+ public:
+  struct Decl {
+    std::string name;
+    DType dtype = DType::F32;
+    std::vector<int64_t> shape;
+  };
+  SafetensorsStreamWriter(std::string dir, std::vector<Decl> tensors, uint64_t max_shard_bytes,
+                          std::string prefix = "model", Metadata metadata = {});
+  ~SafetensorsStreamWriter();
+  SafetensorsStreamWriter(const SafetensorsStreamWriter&) = delete;
+  SafetensorsStreamWriter& operator=(const SafetensorsStreamWriter&) = delete;
+
+  // Name of the tensor expected next ("" when all are written).
+  std::string next() const;
+  // Writes the next tensor, which must be `name`: the producer writes exactly its bytes.
+  void write(std::string_view name, const TensorProducer& producer);
+  void write_bytes(std::string_view name, std::span<const std::byte> bytes);
+  // Float values converted to the declared (float) dtype.
+  void write_floats(std::string_view name, std::span<const float> values);
+  // After every tensor: closes and renames the shards, writes the index when sharded. Returns
+  // the shard file names.
+  std::vector<std::string> finish();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
 }  // namespace cdq

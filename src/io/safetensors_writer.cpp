@@ -256,4 +256,172 @@ std::vector<std::string> SafetensorsWriter::write_sharded(const std::string& dir
   return files;
 }
 
+// ---- SafetensorsStreamWriter ------------------------------------------------------------------
+
+namespace {
+
+// The JSON header of one file whose tensors (indices into decls) are laid out in that order.
+std::string stream_header(const std::vector<SafetensorsStreamWriter::Decl>& decls,
+                          const std::vector<uint64_t>& nbytes, const std::vector<size_t>& members,
+                          const Metadata& metadata) {
+  json header = json::object();
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  uint64_t offset = 0;
+  for (size_t i : members) {
+    header[decls[i].name] = {{"dtype", dtype_name(decls[i].dtype)},
+                             {"shape", decls[i].shape},
+                             {"data_offsets", {offset, offset + nbytes[i]}}};
+    offset += nbytes[i];
+  }
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');
+  return text;
+}
+
+}  // namespace
+
+struct SafetensorsStreamWriter::Impl {
+  std::string dir;
+  std::string prefix;
+  std::vector<Decl> decls;
+  std::vector<uint64_t> nbytes;
+  std::vector<size_t> shard_of;              // per declaration
+  std::vector<std::vector<size_t>> members;  // per shard, in declaration order
+  std::vector<std::string> files;            // final shard file names
+  Metadata metadata;
+  size_t next = 0;
+  size_t open_shard = 0;
+  std::unique_ptr<TempFile> tmp;         // the shard being written
+  std::unique_ptr<FileSink> sink;        // over tmp
+  std::vector<std::string> closed_tmps;  // complete shards waiting for finish()
+  bool finished = false;
+
+  std::string final_path(size_t s) const { return (fs::path(dir) / files[s]).string(); }
+
+  void close_shard() {
+    if (!tmp) return;
+    const int rc = std::fclose(std::exchange(tmp->f, nullptr));
+    CDQ_CHECK(rc == 0, "{}: close failed: {}", tmp->path, std::strerror(errno));
+    closed_tmps.push_back(tmp->path);
+    tmp->committed = true;  // removal now belongs to closed_tmps
+    sink.reset();
+    tmp.reset();
+  }
+
+  void open(size_t s) {
+    close_shard();
+    tmp = std::make_unique<TempFile>(TempFile{final_path(s) + ".tmp"});
+    tmp->f = std::fopen(tmp->path.c_str(), "wb");
+    CDQ_CHECK(tmp->f != nullptr, "{}: cannot create: {}", tmp->path, std::strerror(errno));
+    std::setvbuf(tmp->f, nullptr, _IOFBF, 1 << 20);
+    sink = std::make_unique<FileSink>(tmp->f, tmp->path);
+    const std::string text = stream_header(decls, nbytes, members[s], metadata);
+    unsigned char len[8];
+    for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(text.size() >> (8 * i));
+    sink->raw(len, 8);
+    sink->raw(text.data(), text.size());
+    open_shard = s;
+  }
+};
+
+SafetensorsStreamWriter::SafetensorsStreamWriter(std::string dir, std::vector<Decl> tensors,
+                                                 uint64_t max_shard_bytes, std::string prefix,
+                                                 Metadata metadata)
+    : impl_(std::make_unique<Impl>()) {
+  CDQ_CHECK(max_shard_bytes > 0, "the maximum shard size must be positive");
+  Impl& m = *impl_;
+  m.dir = std::move(dir);
+  m.prefix = std::move(prefix);
+  m.metadata = std::move(metadata);
+  m.decls = std::move(tensors);
+  std::map<std::string, size_t, std::less<>> seen;
+  uint64_t filled = 0;
+  for (size_t i = 0; i < m.decls.size(); ++i) {
+    const Decl& d = m.decls[i];
+    CDQ_CHECK(!d.name.empty() && d.name != "__metadata__", "invalid tensor name '{}'", d.name);
+    CDQ_CHECK(seen.emplace(d.name, i).second, "tensor '{}' declared twice", d.name);
+    m.nbytes.push_back(checked_nbytes(d.name, d.dtype, d.shape));
+    if (m.members.empty() || (filled > 0 && filled + m.nbytes[i] > max_shard_bytes)) {
+      m.members.emplace_back();
+      filled = 0;
+    }
+    m.members.back().push_back(i);
+    m.shard_of.push_back(m.members.size() - 1);
+    filled += m.nbytes[i];
+  }
+  if (m.members.empty()) m.members.emplace_back();
+  if (m.members.size() == 1) {
+    m.files = {m.prefix + ".safetensors"};
+  } else {
+    for (size_t s = 0; s < m.members.size(); ++s)
+      m.files.push_back(shard_name(m.prefix, s, m.members.size()));
+  }
+  fs::create_directories(m.dir);
+}
+
+SafetensorsStreamWriter::~SafetensorsStreamWriter() {
+  if (!impl_ || impl_->finished) return;
+  impl_->sink.reset();
+  impl_->tmp.reset();  // closes and removes the open shard
+  std::error_code ec;
+  for (const auto& p : impl_->closed_tmps) fs::remove(p, ec);
+}
+
+std::string SafetensorsStreamWriter::next() const {
+  return impl_->next < impl_->decls.size() ? impl_->decls[impl_->next].name : "";
+}
+
+void SafetensorsStreamWriter::write(std::string_view name, const TensorProducer& producer) {
+  Impl& m = *impl_;
+  CDQ_CHECK(!m.finished, "tensor '{}' written after finish()", name);
+  CDQ_CHECK(m.next < m.decls.size(), "tensor '{}' was not declared (all {} are written)", name,
+            m.decls.size());
+  const Decl& d = m.decls[m.next];
+  CDQ_CHECK(d.name == name, "tensor '{}' written out of order: '{}' comes next", name, d.name);
+  if (!m.tmp || m.open_shard != m.shard_of[m.next]) m.open(m.shard_of[m.next]);
+  m.sink->begin_tensor(d.name, m.nbytes[m.next]);
+  producer(*m.sink);
+  m.sink->end_tensor();
+  ++m.next;
+}
+
+void SafetensorsStreamWriter::write_bytes(std::string_view name, std::span<const std::byte> bytes) {
+  write(name, [&](ByteSink& sink) { sink.write(bytes.data(), bytes.size()); });
+}
+
+void SafetensorsStreamWriter::write_floats(std::string_view name, std::span<const float> values) {
+  const size_t i = impl_->next;
+  CDQ_CHECK(i < impl_->decls.size() && impl_->decls[i].name == name,
+            "tensor '{}' written out of order", name);
+  const DType dtype = impl_->decls[i].dtype;
+  check_float_store(impl_->decls[i].name, dtype);
+  CDQ_CHECK(values.size() * dtype_size(dtype) == impl_->nbytes[i],
+            "tensor '{}': {} values given, the shape needs {}", name, values.size(),
+            impl_->nbytes[i] / dtype_size(dtype));
+  write(name, [&](ByteSink& sink) { sink.write_floats(values, dtype); });
+}
+
+std::vector<std::string> SafetensorsStreamWriter::finish() {
+  Impl& m = *impl_;
+  CDQ_CHECK(!m.finished, "finish() called twice");
+  CDQ_CHECK(m.next == m.decls.size(), "{} of {} declared tensors were written (next: '{}')", m.next,
+            m.decls.size(), next());
+  if (m.decls.empty()) m.open(0);  // an empty model file still gets its header
+  m.close_shard();
+  for (size_t s = 0; s < m.closed_tmps.size(); ++s) fs::rename(m.closed_tmps[s], m.final_path(s));
+  m.finished = true;
+  if (m.files.size() > 1) {
+    json weight_map = json::object();
+    uint64_t total = 0;
+    for (size_t i = 0; i < m.decls.size(); ++i) {
+      weight_map[m.decls[i].name] = m.files[m.shard_of[i]];
+      total += m.nbytes[i];
+    }
+    const json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
+    write_text((fs::path(m.dir) / (m.prefix + ".safetensors.index.json")).string(),
+               index.dump(2) + "\n");
+  }
+  return m.files;
+}
+
 }  // namespace cdq
