@@ -1,7 +1,9 @@
-// GGUF files as a ModelReader (see model_gguf.cpp for the supported architectures).
+// The GGUF ModelReader lives with the other GGUF code (src/io/gguf_model.cpp, owned by the
+// GGUF side); open_model() only needs its entry point.
 #pragma once
 
 #include <cdquant/model.hpp>
+
 #include <memory>
 #include <string>
 
