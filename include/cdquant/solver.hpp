@@ -61,8 +61,10 @@ struct SolveResult {
 // Validates a layer problem: shapes agree, H square and symmetric, no NaN/Inf. Throws Error.
 void validate_layer_problem(const Matrix& w, const Matrix& h);
 
-// tr((Q - W) H (Q - W)^T), accumulated in double.
+// tr((Q - W) H (Q - W)^T): float products (BLAS), summed in double.
 double layer_objective(const Matrix& w, const Matrix& q, const Matrix& h);
+// tr(W H W^T), the objective of Q = 0 (the denominator of the relative error).
+double layer_reference(const Matrix& w, const Matrix& h);
 
 // Solves one layer with one method.
 SolveResult solve_layer(const Matrix& w, const Matrix& h, Method method,
