@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cdquant/eval.hpp>
+#include <cdquant/gguf_model.hpp>
 #include <cdquant/model.hpp>
 #include <cdquant/text_file.hpp>
 #include <cdquant/tokenizer.hpp>
@@ -41,12 +42,11 @@ std::function<void(int, int)> progress_printer(bool quiet) {
 }
 
 void run_eval(const EvalFlags& f) {
-  const std::string tok_path = f.tokenizer.empty() ? find_tokenizer_for(f.model) : f.tokenizer;
-  CDQ_CHECK(!tok_path.empty(),
-            "{}: no tokenizer found beside the model (looked for tokenizer.bin, tok*.bin, "
-            "tokenizer.model, tok*.model, tokenizer.json); pass --tokenizer",
-            f.model);
-  const auto tokenizer = load_tokenizer(tok_path);
+  // The tokenizer: --tokenizer, the one inside a GGUF model, or the one beside the model.
+  const std::string tok_path = !f.tokenizer.empty()  ? f.tokenizer
+                               : is_gguf_file(f.model) ? f.model
+                                                       : find_tokenizer_for(f.model);
+  const auto tokenizer = load_model_tokenizer(f.model, f.tokenizer);
   const Model model = load_model(f.model);
   CDQ_CHECK(tokenizer->vocab_size() <= model.config.vocab_size,
             "{}: tokenizer has {} tokens but the model only {}", tok_path, tokenizer->vocab_size(),

@@ -51,15 +51,32 @@ void register_quantize(CLI::App& app) {
   cmd->add_flag("--true-sequential", flags->job.quant.true_sequential,
                 "Refresh H after each group of linears (q/k/v, o, gate/up, down)");
   cmd->add_option("--format", flags->job.out_format,
-                  "Output format: float (dequantized weights in the input's own format)")
+                  "Output format: float (dequantized weights in the input's own format) or gguf "
+                  "(llama.cpp file in ggml block types, codes chosen by --method)")
       ->capture_default_str();
+  cmd->add_option("--type", flags->job.gguf.type,
+                  "GGUF: ggml type of the linears (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, "
+                  "Q2_K..Q6_K) or llama.cpp mix (Q3_K_S/M/L, Q4_K_S/M, Q5_K_S/M)")
+      ->capture_default_str();
+  cmd->add_option("--override", flags->job.gguf.overrides,
+                  "GGUF: PATTERN=TYPE for tensors whose name matches the regex PATTERN "
+                  "(e.g. 'ffn_down=Q6_K'); repeatable, the first match wins");
+  cmd->add_option("--output-tensor-type", flags->job.gguf.output_type,
+                  "GGUF: type of output.weight (default: Q6_K, or Q8_0; as llama.cpp)");
+  cmd->add_option("--token-embedding-type", flags->job.gguf.embedding_type,
+                  "GGUF: type of token_embd.weight when untied (default: the base type)");
+  cmd->add_flag("!--no-importance", flags->job.gguf.importance,
+                "GGUF: fit block scales with ggml's plain rule instead of weighting by diag(H)");
   cmd->add_flag("--quiet", flags->quiet, "No per-layer progress lines");
   add_solver_flags(cmd, flags->solver);
   cmd->callback([flags] {
     QuantizeJob job = flags->job;
     job.quant.method = parse_method(flags->method);
     job.quant.solver = flags->solver.to_options();
-    if (!flags->quiet) job.quant.progress = print_progress;
+    if (!flags->quiet) {
+      job.quant.progress = print_progress;
+      job.on_note = [](const std::string& n) { fmt::print(stderr, "note: {}\n", n); };
+    }
     const QuantizeSummary s = run_quantize_job(job);
     fmt::print("quantized {} linears with {} in {:.1f}s (mean relative error {:.4e}) -> {}\n",
                s.linears, flags->method, s.seconds, s.mean_relative, job.out_path);

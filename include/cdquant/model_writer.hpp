@@ -18,12 +18,19 @@ class ModelWriter {
                            const std::vector<LinearResult>& linears) = 0;
   // Writes what is left (embeddings, norms, classifier from the source) and closes the file.
   virtual void finish() = 0;
+  // The grid each linear must be solved on when the format fixes it (GGUF block types); empty:
+  // the solver's own grid. Pass it as QuantizeOptions::choose_grid.
+  virtual GridChooser grid_chooser() { return {}; }
 };
 
+struct GgufExportOptions;
+
 // Output formats: "float" writes the dequantized weights as float32 in the input's own format
-// (llama2.c .bin, HF safetensors directory or GGUF).
+// (llama2.c .bin, HF safetensors directory or GGUF); "gguf" writes a llama.cpp GGUF file in the
+// block types of `gguf` (cdquant/gguf_model.hpp; required for "gguf").
 std::unique_ptr<ModelWriter> make_model_writer(ModelReader& source, const std::string& out_path,
-                                               const std::string& format);
+                                               const std::string& format,
+                                               const GgufExportOptions* gguf = nullptr);
 
 // Collects every block into an in-memory Model (tests, evaluation, the demo).
 class InMemoryModelWriter : public ModelWriter {

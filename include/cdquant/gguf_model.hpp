@@ -1,0 +1,119 @@
+// GGUF llama-family models (llama.cpp's format): the per-tensor type plan (single types and
+// llama.cpp's K-quant mixes, overrides, fallbacks), a streaming model writer whose quantized
+// tensors carry exactly the codes a solver chose, and a ModelReader that dequantizes every type.
+//
+// Layout facts (llama.cpp's convert_hf_to_gguf / llama-model-loader): arch "llama" stores q/k
+// rows in the interleaved RoPE order cdquant uses internally; arch "qwen2" (NEOX rope) stores
+// them in the rotate-half order, so they are permuted on write and read. Mistral models are
+// written as "llama". output.weight is absent when the classifier is tied to token_embd.
+#pragma once
+
+#include <cdquant/ggml_quants.hpp>
+#include <cdquant/model.hpp>
+#include <cdquant/model_writer.hpp>
+#include <cdquant/quantize.hpp>
+#include <cdquant/tokenizer.hpp>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace cdq {
+
+struct GgufExportOptions {
+  // A ggml type name (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K .. Q6_K): every linear
+  // in that type; or a llama.cpp mix (Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M)
+  // that raises some attn_v / attn_output / ffn_down tensors as llama-quantize does.
+  std::string type = "Q4_K_M";
+  // "REGEX=TYPE": tensors whose GGUF name (blk.3.ffn_down.weight, output.weight,
+  // token_embd.weight) matches REGEX (std::regex_search) get TYPE; the first match wins.
+  std::vector<std::string> overrides;
+  std::string output_type;     // output.weight (or a tied token_embd); "": the mix rule
+  std::string embedding_type;  // token_embd.weight when untied; "": the mix rule
+  // Block scales fitted with importance diag(H) (ggml's imatrix search) instead of the type's
+  // plain rule. Codes are then chosen by the solver on those scales either way.
+  bool importance = true;
+  // The tokenizer written into the file (make_model_writer): tokenizer_path, else the one
+  // inside / beside the source model at source_path (load_model_tokenizer).
+  std::string tokenizer_path;
+  std::string source_path;
+  std::string name;  // general.name; "": the output file's stem
+};
+
+// The type of every tensor of a model. Norms and biases are always F32.
+class GgufPlan {
+ public:
+  GgufPlan(const ModelConfig& config, const GgufExportOptions& options);
+
+  GgmlType linear(int layer, Linear l) const;
+  GgmlType embeddings() const { return embeddings_; }
+  GgmlType output() const { return output_; }        // also the tied token_embd's type
+  uint32_t file_type() const { return file_type_; }  // llama.cpp's LLAMA_FTYPE
+  bool any_quantized() const;
+  // One line per tensor whose type was changed by a fallback or an override.
+  const std::vector<std::string>& notes() const { return notes_; }
+  // The note of one linear ("" when none).
+  std::string note(int layer, Linear l) const;
+
+ private:
+  ModelConfig config_;
+  std::vector<GgmlType> linears_;  // [n_layers * 7]
+  std::vector<std::string> linear_notes_;
+  GgmlType embeddings_ = GgmlType::F32;
+  GgmlType output_ = GgmlType::F32;
+  uint32_t file_type_ = 0;
+  std::vector<std::string> notes_;
+};
+
+// GGUF tensor names.
+std::string gguf_linear_name(int layer, Linear l);  // "blk.3.attn_q.weight"
+
+// Writes a model to GGUF as it comes out of quantize_model: grid_chooser() fixes each linear's
+// grid to its ggml type's block scales (kept until the block is written), write_block packs
+// the solver's codes. Blocks with no LinearResults (whole-model conversion) are quantized with
+// ggml's reference rule. token_embd is written at construction, output at finish().
+class GgufModelWriter : public ModelWriter {
+ public:
+  GgufModelWriter(ModelReader& source, const std::string& out_path, const TokenizerVocab& vocab,
+                  const GgufExportOptions& options);
+  ~GgufModelWriter() override;
+  GridChooser grid_chooser() override;
+  void write_block(int layer, const BlockWeights& block,
+                   const std::vector<LinearResult>& linears) override;
+  void finish() override;
+  const GgufPlan& plan() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Whole in-memory model to GGUF with ggml's reference quantizers (no calibration).
+void write_gguf_model(const Model& model, const TokenizerVocab& vocab, const std::string& path,
+                      const GgufExportOptions& options);
+
+// Reads a llama / qwen2 / mistral GGUF model; tensors of every supported type are dequantized
+// to float. Throws Error for another architecture, missing keys or wrong shapes.
+std::unique_ptr<ModelReader> open_gguf_model(const std::string& path);
+bool is_gguf_file(const std::string& path);  // starts with the GGUF magic
+
+// The tokenizer stored in a GGUF file's metadata.
+std::unique_ptr<Tokenizer> load_gguf_tokenizer(const std::string& path);
+
+// The tokenizer for a model: tokenizer_path when given, else the one inside a GGUF model, else
+// the one stored beside the model (find_tokenizer_for). Throws Error when there is none.
+std::unique_ptr<Tokenizer> load_model_tokenizer(const std::string& model_path,
+                                                const std::string& tokenizer_path = "");
+
+// Bits per weight of a GGUF file's 2-D tensors (stored bits / weights) and of all tensors.
+struct GgufSizeInfo {
+  uint64_t file_bytes = 0;
+  uint64_t weights = 0;         // elements of all tensors
+  double bits_per_weight = 0;   // 8 * tensor bytes / elements, all tensors
+  uint64_t linear_weights = 0;  // elements of blk.* 2-D tensors
+  double linear_bits_per_weight = 0;
+};
+GgufSizeInfo gguf_size_info(const std::string& path);
+
+}  // namespace cdq

@@ -1,0 +1,271 @@
+// GgufModelWriter: streams a llama-family model into a GGUF file while quantize_model solves it.
+// Every tensor is declared up front (sizes follow from the plan), so the header is written at
+// once and the data follows in declaration order: token_embd (from the source, at
+// construction), each block as the quantizer finishes it, then output_norm and output.
+//
+// A quantized linear's grid is its type's block scales (choose_block_scales, with importance
+// diag(H) when asked), so any solver picks codes that decode exactly to what ggml decodes; the
+// QuantizedBlocks wait in `pending` until the block is written with pack_codes. A linear that
+// falls back to a float type gets a degenerate grid (one column per group, maxq 0, bias = the
+// weight rounded to that type), so the solvers leave it as the rounded weight.
+#include <algorithm>
+#include <cdquant/gguf.hpp>
+#include <cdquant/gguf_model.hpp>
+#include <cdquant/half.hpp>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <optional>
+
+#include "io/gguf_model.hpp"
+
+namespace cdq {
+
+namespace {
+
+float round_to_float_type(float v, GgmlType t) {
+  if (t == GgmlType::F16) return fp16_to_float(float_to_fp16(v));
+  if (t == GgmlType::BF16) return bf16_to_float(float_to_bf16(v));
+  return v;
+}
+
+// value(r, c, 0) = W[r, c] rounded to the float type t.
+Grid float_grid(const Matrix& w, GgmlType t) {
+  Grid g = make_grid_layout(w.rows, w.cols, 1, 0);
+  for (size_t i = 0; i < g.bias.size(); ++i) g.bias[i] = round_to_float_type(w.data[i], t);
+  return g;
+}
+
+// ggml's imatrix: per-column importance. diag(H) is proportional to llama.cpp's sum of x^2; a
+// small floor keeps dead columns (H_cc = 0) from zeroing a whole sub-block's weights.
+std::vector<float> importance_of(const Matrix& h) {
+  std::vector<float> imp(static_cast<size_t>(h.rows));
+  double mean = 0.0;
+  for (int64_t c = 0; c < h.rows; ++c) mean += h(c, c);
+  mean /= static_cast<double>(std::max<int64_t>(1, h.rows));
+  const auto floor = static_cast<float>(1e-6 * mean) + 1e-30f;
+  for (int64_t c = 0; c < h.rows; ++c) imp[static_cast<size_t>(c)] = std::max(h(c, c), floor);
+  return imp;
+}
+
+// q/k rows in the file's order (rotate-half for qwen2); rows are independent in every ggml
+// type, so permuting packed rows is permuting the weights.
+std::vector<uint8_t> permute_rows(const std::vector<uint8_t>& bytes, int64_t rows, int head_dim) {
+  const size_t row_bytes = bytes.size() / static_cast<size_t>(rows);
+  Matrix idx(rows, 1);
+  for (int64_t r = 0; r < rows; ++r) idx(r, 0) = static_cast<float>(r);
+  const Matrix order = interleaved_to_rotate_half(idx, head_dim);  // order[r] = source row
+  std::vector<uint8_t> out(bytes.size());
+  for (int64_t r = 0; r < rows; ++r) {
+    const auto src = static_cast<size_t>(order(r, 0));
+    std::copy_n(bytes.begin() + static_cast<std::ptrdiff_t>(src * row_bytes), row_bytes,
+                out.begin() + static_cast<std::ptrdiff_t>(static_cast<size_t>(r) * row_bytes));
+  }
+  return out;
+}
+
+std::vector<uint8_t> f32_bytes(const std::vector<float>& v) {
+  std::vector<uint8_t> out(v.size() * 4);
+  std::memcpy(out.data(), v.data(), out.size());
+  return out;
+}
+
+std::string default_name(const std::string& out_path) {
+  return std::filesystem::path(out_path).stem().string();
+}
+
+}  // namespace
+
+struct GgufModelWriter::Impl {
+  Impl(ModelReader& src, const std::string& path, const GgufExportOptions& opt)
+      : source(src),
+        config(src.config()),
+        options(opt),
+        plan(config, opt),
+        arch(gguf_arch_of(config)),
+        out(path) {}
+
+  ModelReader& source;
+  ModelConfig config;
+  GgufExportOptions options;
+  GgufPlan plan;
+  std::string arch;
+  GgufWriter out;
+  std::map<std::pair<int, int>, QuantizedBlocks> pending;  // (layer, linear) -> block scales
+  int next_layer = 0;
+
+  void declare() {
+    const auto d = static_cast<uint64_t>(config.dim);
+    const auto v = static_cast<uint64_t>(config.vocab_size);
+    out.add_tensor("token_embd.weight", {d, v}, plan.embeddings());
+    for (int i = 0; i < config.n_layers; ++i) {
+      const std::string p = fmt::format("blk.{}.", i);
+      out.add_tensor(p + "attn_norm.weight", {d}, GgmlType::F32);
+      for (Linear l : kAllLinears) {
+        const BlockShape s = shape(l);
+        out.add_tensor(gguf_linear_name(i, l), {s.cols, s.rows}, plan.linear(i, l));
+        if (config.qkv_bias && (l == Linear::Q || l == Linear::K || l == Linear::V))
+          out.add_tensor(bias_name(i, l), {s.rows}, GgmlType::F32);
+        if (l == Linear::O) out.add_tensor(p + "ffn_norm.weight", {d}, GgmlType::F32);
+      }
+    }
+    out.add_tensor("output_norm.weight", {d}, GgmlType::F32);
+    if (!config.tied_embeddings) out.add_tensor("output.weight", {d, v}, plan.output());
+  }
+
+  struct BlockShape {
+    uint64_t rows, cols;
+  };
+  BlockShape shape(Linear l) const {
+    const auto d = static_cast<uint64_t>(config.dim), h = static_cast<uint64_t>(config.hidden_dim);
+    const auto q = static_cast<uint64_t>(config.q_dim()),
+               kv = static_cast<uint64_t>(config.kv_dim());
+    switch (l) {
+      case Linear::Q:
+        return {q, d};
+      case Linear::K:
+      case Linear::V:
+        return {kv, d};
+      case Linear::O:
+        return {d, q};
+      case Linear::Gate:
+      case Linear::Up:
+        return {h, d};
+      case Linear::Down:
+        return {d, h};
+    }
+    return {0, 0};
+  }
+  static std::string bias_name(int layer, Linear l) {
+    const char* n = l == Linear::Q ? "attn_q" : l == Linear::K ? "attn_k" : "attn_v";
+    return fmt::format("blk.{}.{}.bias", layer, n);
+  }
+  bool permuted(Linear l) const {
+    return gguf_rotate_half(arch) && (l == Linear::Q || l == Linear::K);
+  }
+
+  std::optional<Grid> choose(int layer, Linear l, const Matrix& w, const Matrix& h) {
+    const GgmlType t = plan.linear(layer, l);
+    if (!ggml_traits(t).quantized()) return float_grid(w, t);
+    std::vector<float> imp;
+    if (options.importance) imp = importance_of(h);
+    QuantizedBlocks qb = choose_block_scales(w, t, imp.empty() ? nullptr : imp.data());
+    Grid g = qb.to_grid();
+    qb.codes = {};  // the solver's codes replace the rule's own
+    pending[{layer, static_cast<int>(l)}] = std::move(qb);
+    return g;
+  }
+
+  // Bytes of one linear: the solver's codes on the pending block scales, or (no result: a
+  // whole-model conversion) ggml's reference quantization of the weights.
+  std::vector<uint8_t> linear_bytes(int layer, Linear l, const Matrix& w, const LinearResult* r) {
+    const GgmlType t = plan.linear(layer, l);
+    std::vector<uint8_t> bytes;
+    const auto it = pending.find({layer, static_cast<int>(l)});
+    if (r != nullptr && ggml_traits(t).quantized()) {
+      CDQ_CHECK(it != pending.end(),
+                "GGUF writer: {} was not solved on its {} grid (grid chooser not used?)",
+                gguf_linear_name(layer, l), ggml_type_name(t));
+      bytes = pack_codes(it->second, r->codes);
+    } else {
+      // Float types: the block already holds the rounded weights (solved on float_grid).
+      bytes = quantize_reference(t, w);
+    }
+    if (it != pending.end()) pending.erase(it);
+    return permuted(l) ? permute_rows(bytes, w.rows, config.head_dim) : bytes;
+  }
+};
+
+GgufModelWriter::GgufModelWriter(ModelReader& source, const std::string& out_path,
+                                 const TokenizerVocab& vocab, const GgufExportOptions& options)
+    : impl_(std::make_unique<Impl>(source, out_path, options)) {
+  Impl& m = *impl_;
+  set_gguf_model_metadata(m.out, m.config, vocab,
+                          options.name.empty() ? default_name(out_path) : options.name,
+                          m.plan.file_type(), m.plan.any_quantized());
+  m.declare();
+  m.out.write_header();
+  const Matrix emb = source.read_embeddings();  // [vocab, dim]
+  m.out.write_tensor("token_embd.weight", quantize_reference(m.plan.embeddings(), emb));
+}
+
+GgufModelWriter::~GgufModelWriter() = default;
+
+const GgufPlan& GgufModelWriter::plan() const {
+  return impl_->plan;
+}
+
+GridChooser GgufModelWriter::grid_chooser() {
+  Impl* m = impl_.get();
+  return [m](int layer, Linear l, const Matrix& w, const Matrix& h) {
+    return m->choose(layer, l, w, h);
+  };
+}
+
+void GgufModelWriter::write_block(int layer, const BlockWeights& block,
+                                  const std::vector<LinearResult>& linears) {
+  Impl& m = *impl_;
+  CDQ_CHECK(layer == m.next_layer, "GGUF writer: block {} arrived, expected block {}", layer,
+            m.next_layer);
+  check_block(block, m.config, layer);
+  const std::string p = fmt::format("blk.{}.", layer);
+  m.out.write_tensor(p + "attn_norm.weight", f32_bytes(block.attn_norm));
+  for (Linear l : kAllLinears) {
+    const LinearResult* r = nullptr;
+    for (const LinearResult& x : linears)
+      if (x.linear == l) r = &x;
+    m.out.write_tensor(gguf_linear_name(layer, l), m.linear_bytes(layer, l, block.linear(l), r));
+    if (m.config.qkv_bias && (l == Linear::Q || l == Linear::K || l == Linear::V)) {
+      const std::vector<float>& b = l == Linear::Q   ? block.bq
+                                    : l == Linear::K ? block.bk
+                                                     : block.bv;
+      m.out.write_tensor(
+          Impl::bias_name(layer, l),
+          f32_bytes(m.permuted(l) ? interleaved_to_rotate_half(b, m.config.head_dim) : b));
+    }
+    if (l == Linear::O) m.out.write_tensor(p + "ffn_norm.weight", f32_bytes(block.ffn_norm));
+  }
+  ++m.next_layer;
+}
+
+void GgufModelWriter::finish() {
+  Impl& m = *impl_;
+  CDQ_CHECK(m.next_layer == m.config.n_layers, "GGUF writer: finished after {} of {} blocks",
+            m.next_layer, m.config.n_layers);
+  m.out.write_tensor("output_norm.weight", f32_bytes(m.source.read_final_norm()));
+  if (!m.config.tied_embeddings)
+    m.out.write_tensor("output.weight",
+                       quantize_reference(m.plan.output(), m.source.read_output()));
+  m.out.finish();
+}
+
+namespace {
+
+// A Model in memory as a ModelReader (whole-model conversion).
+class InMemoryReader final : public ModelReader {
+ public:
+  explicit InMemoryReader(const Model& m) : m_(m) {}
+  const ModelConfig& config() const override { return m_.config; }
+  Matrix read_embeddings() override { return m_.tok_embeddings; }
+  BlockWeights read_block(int layer) override { return m_.blocks.at(static_cast<size_t>(layer)); }
+  std::vector<float> read_final_norm() override { return m_.final_norm; }
+  Matrix read_output() override { return m_.output; }
+  std::string format() const override { return "memory"; }
+
+ private:
+  const Model& m_;
+};
+
+}  // namespace
+
+void write_gguf_model(const Model& model, const TokenizerVocab& vocab, const std::string& path,
+                      const GgufExportOptions& options) {
+  check_model(model);
+  InMemoryReader reader(model);
+  GgufModelWriter writer(reader, path, vocab, options);
+  for (int i = 0; i < model.config.n_layers; ++i)
+    writer.write_block(i, model.blocks[static_cast<size_t>(i)], {});
+  writer.finish();
+}
+
+}  // namespace cdq

@@ -1,0 +1,495 @@
+// GGUF llama models: exact float round trips (weights, logits, tokenizer), quantized files that
+// decode to exactly the solver's Q, llama.cpp's type plan (mixes, fallbacks, overrides), CD
+// against RTN on the same ggml grids, and model-level errors.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cdquant/calibration.hpp>
+#include <cdquant/eval.hpp>
+#include <cdquant/forward.hpp>
+#include <cdquant/gguf.hpp>
+#include <cdquant/gguf_model.hpp>
+#include <cdquant/half.hpp>
+#include <cdquant/model.hpp>
+#include <cdquant/quantize.hpp>
+#include <cdquant/rng.hpp>
+#include <cdquant/text_file.hpp>
+#include <cdquant/tokenizer.hpp>
+#include <functional>
+#include <map>
+
+#include "support/cli.hpp"
+#include "support/paths.hpp"
+#include "support/tiny_model.hpp"
+#include "support/tmpdir.hpp"
+
+namespace cdq {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+// Calibration and evaluation texts (different ones, both shipped in ../shared/data).
+std::string calib_text() {
+  return test::shared_dir() + "/data/tinyshakespeare.txt";
+}
+std::string eval_text() {
+  return test::shared_dir() + "/data/frankenstein.txt";
+}
+
+std::string stories_tokenizer_path() {
+  return test::shared_dir() + "/models/tok512.bin";
+}
+
+// A small "llama" vocabulary for random models (ids 0..2 unk/bos/eos, then single letters).
+TokenizerVocab letter_vocab(int vocab_size) {
+  TokenizerVocab v;
+  v.model = "llama";
+  v.tokens = {"<unk>", "<s>", "</s>"};
+  v.token_types = {2, 3, 3};
+  for (int i = 3; i < vocab_size; ++i) {
+    v.tokens.push_back(std::string(1, static_cast<char>('a' + (i - 3) % 26)) +
+                       std::to_string((i - 3) / 26));
+    v.token_types.push_back(1);
+  }
+  v.scores.assign(v.tokens.size(), 0.0f);
+  v.bos_id = 1;
+  v.eos_id = 2;
+  v.unk_id = 0;
+  return v;
+}
+
+void expect_same_matrix(const Matrix& a, const Matrix& b, const std::string& what) {
+  ASSERT_EQ(a.rows, b.rows) << what;
+  ASSERT_EQ(a.cols, b.cols) << what;
+  for (size_t i = 0; i < a.data.size(); ++i) ASSERT_EQ(a.data[i], b.data[i]) << what << " at " << i;
+}
+
+void expect_same_model(const Model& a, const Model& b) {
+  EXPECT_EQ(a.config.dim, b.config.dim);
+  EXPECT_EQ(a.config.hidden_dim, b.config.hidden_dim);
+  EXPECT_EQ(a.config.n_layers, b.config.n_layers);
+  EXPECT_EQ(a.config.n_heads, b.config.n_heads);
+  EXPECT_EQ(a.config.n_kv_heads, b.config.n_kv_heads);
+  EXPECT_EQ(a.config.head_dim, b.config.head_dim);
+  EXPECT_EQ(a.config.vocab_size, b.config.vocab_size);
+  EXPECT_EQ(a.config.max_seq_len, b.config.max_seq_len);
+  EXPECT_EQ(a.config.rope_theta, b.config.rope_theta);
+  EXPECT_EQ(a.config.norm_eps, b.config.norm_eps);
+  EXPECT_EQ(a.config.tied_embeddings, b.config.tied_embeddings);
+  EXPECT_EQ(a.config.qkv_bias, b.config.qkv_bias);
+  expect_same_matrix(a.tok_embeddings, b.tok_embeddings, "token_embd");
+  for (int l = 0; l < a.config.n_layers; ++l) {
+    const auto& x = a.blocks[static_cast<size_t>(l)];
+    const auto& y = b.blocks[static_cast<size_t>(l)];
+    for (Linear lin : kAllLinears)
+      expect_same_matrix(x.linear(lin), y.linear(lin), gguf_linear_name(l, lin));
+    EXPECT_EQ(x.attn_norm, y.attn_norm);
+    EXPECT_EQ(x.ffn_norm, y.ffn_norm);
+    EXPECT_EQ(x.bq, y.bq);
+    EXPECT_EQ(x.bk, y.bk);
+    EXPECT_EQ(x.bv, y.bv);
+  }
+  EXPECT_EQ(a.final_norm, b.final_norm);
+  if (!a.config.tied_embeddings) expect_same_matrix(a.output, b.output, "output");
+}
+
+std::vector<int> some_tokens(int vocab, int n, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<int> t(static_cast<size_t>(n));
+  for (int& x : t) x = static_cast<int>(rng.next_u64() % static_cast<uint64_t>(vocab));
+  return t;
+}
+
+TEST(GgufModel, StoriesF32RoundTripIsExact) {
+  test::TempDir dir;
+  const Model model = load_model(test::stories260k_path());
+  const auto tok = load_tokenizer(stories_tokenizer_path());
+  GgufExportOptions opt;
+  opt.type = "F32";
+  const std::string path = dir.file("stories.gguf");
+  write_gguf_model(model, tok->vocab(), path, opt);
+
+  const Model back = load_model(path);  // open_model sniffs the GGUF magic
+  expect_same_model(model, back);
+  const std::vector<int> tokens = some_tokens(model.config.vocab_size, 40, 7);
+  const Matrix a = forward_logits(model, tokens), b = forward_logits(back, tokens);
+  expect_same_matrix(a, b, "logits");
+
+  // The header carries what llama.cpp needs.
+  const GgufReader r(path);
+  EXPECT_EQ(r.get("general.architecture").str(), "llama");
+  EXPECT_EQ(r.get("general.file_type").get<uint32_t>(), 0u);
+  EXPECT_EQ(r.find("general.quantization_version"), nullptr);
+  EXPECT_EQ(r.get("llama.block_count").get<uint32_t>(), 5u);
+  EXPECT_EQ(r.get("llama.rope.dimension_count").get<uint32_t>(), 8u);
+  EXPECT_EQ(r.get("tokenizer.ggml.model").str(), "llama");
+  EXPECT_EQ(r.find_tensor("output.weight"), nullptr);  // tied
+  EXPECT_EQ(r.tensor("blk.0.attn_q.weight").dims, (std::vector<uint64_t>{64, 64}));
+  EXPECT_EQ(r.tensor("blk.0.ffn_down.weight").dims, (std::vector<uint64_t>{172, 64}));
+
+  // The tokenizer survives: same ids for the same text, and eval finds it inside the file.
+  const auto tok_back = load_model_tokenizer(path);
+  const std::string text =
+      read_file(test::shared_dir() + "/data/tinyshakespeare.txt").substr(0, 3000);
+  EXPECT_EQ(tok->encode(text, true), tok_back->encode(text, true));
+  EXPECT_EQ(tok_back->bos_id, tok->bos_id);
+  EXPECT_EQ(tok_back->decode(tok->encode(text, false)), tok->decode(tok->encode(text, false)));
+}
+
+TEST(GgufModel, Qwen2BiasesAndUntiedOutputRoundTrip) {
+  test::TempDir dir;
+  ModelConfig c = test::tiny_config(32, 64, 2, 4, 2, 48, 16);
+  c.arch = "qwen2";
+  c.qkv_bias = true;
+  c.tied_embeddings = false;
+  const Model model = test::random_model(c, 3);
+  const std::string path = dir.file("q.gguf");
+  GgufExportOptions opt;
+  opt.type = "F32";
+  write_gguf_model(model, letter_vocab(40), path, opt);
+  const Model back = load_model(path);
+  EXPECT_EQ(back.config.arch, "qwen2");
+  expect_same_model(model, back);
+  const std::vector<int> tokens = some_tokens(48, 12, 5);
+  expect_same_matrix(forward_logits(model, tokens), forward_logits(back, tokens), "logits");
+  // qwen2 stores q/k rows in the rotate-half order (llama.cpp's NEOX rope), v as is.
+  const GgufReader r(path);
+  EXPECT_EQ(r.get("general.architecture").str(), "qwen2");
+  expect_same_matrix(r.read_matrix("blk.1.attn_q.weight"),
+                     interleaved_to_rotate_half(model.blocks[1].wq, c.head_dim), "file q");
+  expect_same_matrix(r.read_matrix("blk.1.attn_v.weight"), model.blocks[1].wv, "file v");
+  EXPECT_EQ(r.read_matrix("blk.0.attn_k.bias").data,
+            interleaved_to_rotate_half(model.blocks[0].bk, c.head_dim));
+  // The short vocabulary is padded to the embedding rows, as llama.cpp requires.
+  EXPECT_EQ(r.get("tokenizer.ggml.tokens").str_array().size(), 48u);
+}
+
+TEST(GgufModel, PlanFollowsLlamaCppMixes) {
+  ModelConfig c = test::tiny_config(512, 1024, 8, 8, 8, 1000, 64);
+  c.tied_embeddings = false;
+  GgufExportOptions opt;
+  opt.type = "Q4_K_M";
+  const GgufPlan p(c, opt);
+  EXPECT_EQ(p.file_type(), 15u);
+  // use_more_bits(i, 8): i < 1, i >= 7, (i - 1) % 3 == 2.
+  for (int i = 0; i < 8; ++i) {
+    const bool more = i == 0 || i == 3 || i == 6 || i == 7;
+    EXPECT_EQ(p.linear(i, Linear::V), more ? GgmlType::Q6_K : GgmlType::Q4_K) << i;
+    EXPECT_EQ(p.linear(i, Linear::Down), more ? GgmlType::Q6_K : GgmlType::Q4_K) << i;
+    EXPECT_EQ(p.linear(i, Linear::Q), GgmlType::Q4_K);
+    EXPECT_EQ(p.linear(i, Linear::O), GgmlType::Q4_K);
+  }
+  EXPECT_EQ(p.output(), GgmlType::Q6_K);
+  EXPECT_EQ(p.embeddings(), GgmlType::Q4_K);
+  EXPECT_TRUE(p.notes().empty());
+
+  opt.type = "Q3_K_M";
+  const GgufPlan m3(c, opt);
+  EXPECT_EQ(m3.file_type(), 12u);
+  EXPECT_EQ(m3.linear(0, Linear::V), GgmlType::Q5_K);
+  EXPECT_EQ(m3.linear(2, Linear::V), GgmlType::Q4_K);
+  EXPECT_EQ(m3.linear(5, Linear::O), GgmlType::Q4_K);
+  EXPECT_EQ(m3.linear(5, Linear::Down), GgmlType::Q4_K);
+  EXPECT_EQ(m3.linear(5, Linear::Gate), GgmlType::Q3_K);
+
+  opt.type = "Q8_0";
+  EXPECT_EQ(GgufPlan(c, opt).output(), GgmlType::Q8_0);
+  opt.type = "f16";
+  const GgufPlan f(c, opt);
+  EXPECT_EQ(f.output(), GgmlType::F16);
+  EXPECT_FALSE(f.any_quantized());
+
+  // Overrides: first match wins, by GGUF tensor name.
+  opt.type = "Q4_K";
+  opt.overrides = {"ffn_down=Q8_0", "blk\\.1\\.=Q2_K", "ffn=Q5_K"};
+  const GgufPlan o(c, opt);
+  EXPECT_EQ(o.linear(1, Linear::Down), GgmlType::Q8_0);
+  EXPECT_EQ(o.linear(1, Linear::Q), GgmlType::Q2_K);
+  EXPECT_EQ(o.linear(2, Linear::Up), GgmlType::Q5_K);
+  EXPECT_EQ(o.linear(2, Linear::K), GgmlType::Q4_K);
+  EXPECT_THAT(o.note(1, Linear::Q), HasSubstr("--override"));
+
+  opt.overrides = {"ffn_down"};
+  EXPECT_THAT(error_of([&] { GgufPlan(c, opt); }), HasSubstr("PATTERN=TYPE"));
+  opt.overrides = {"(=Q4_0"};
+  EXPECT_THAT(error_of([&] { GgufPlan(c, opt); }), HasSubstr("bad regular expression"));
+  opt.overrides = {};
+  opt.type = "Q4_K_X";
+  EXPECT_THAT(error_of([&] { GgufPlan(c, opt); }), HasSubstr("unknown GGUF type 'Q4_K_X'"));
+}
+
+TEST(GgufModel, PlanFallsBackWhenRowsDoNotFillBlocks) {
+  ModelConfig c = test::tiny_config(64, 172, 5, 8, 4, 512, 512);  // stories260K's shapes
+  GgufExportOptions opt;
+  opt.type = "Q4_K";
+  const GgufPlan k4(c, opt);
+  EXPECT_EQ(k4.linear(0, Linear::Q), GgmlType::Q5_0);    // 64 = 2 x 32
+  EXPECT_EQ(k4.linear(0, Linear::Down), GgmlType::F16);  // 172: not even 32
+  EXPECT_EQ(k4.output(), GgmlType::Q8_0);                // tied classifier, 64 % 256 != 0
+  EXPECT_THAT(k4.note(0, Linear::Q), HasSubstr("using Q5_0"));
+  EXPECT_THAT(k4.note(0, Linear::Down), HasSubstr("using F16"));
+  EXPECT_EQ(k4.notes().size(), 5u * 7u);  // the classifier's rule picks Q8_0 itself
+  opt.type = "Q3_K";
+  EXPECT_EQ(GgufPlan(c, opt).linear(2, Linear::Up), GgmlType::Q4_0);
+  opt.type = "Q6_K";
+  EXPECT_EQ(GgufPlan(c, opt).linear(2, Linear::Up), GgmlType::Q8_0);
+  opt.type = "Q4_0";
+  const GgufPlan q40(c, opt);
+  EXPECT_EQ(q40.linear(2, Linear::Up), GgmlType::Q4_0);
+  EXPECT_EQ(q40.linear(2, Linear::Down), GgmlType::F16);
+  EXPECT_EQ(q40.output(), GgmlType::Q8_0);  // Q6_K would not fit 64 either
+}
+
+// ---- quantized files ---------------------------------------------------------------------
+
+struct Solved {
+  std::map<std::pair<int, int>, Matrix> q;       // (layer, linear) -> solver's dequantized Q
+  std::map<std::pair<int, int>, Matrix> grid_q;  // dequantize(grid, codes)
+};
+
+Solved quantize_to_gguf(const std::string& source, const std::string& out,
+                        const TokenizerVocab& vocab, const std::vector<std::vector<int>>& windows,
+                        Method method, const std::string& type, bool importance = true) {
+  auto reader = open_model(source);
+  GgufExportOptions opt;
+  opt.type = type;
+  opt.importance = importance;
+  GgufModelWriter writer(*reader, out, vocab, opt);
+  QuantizeOptions qo;
+  qo.method = method;
+  qo.choose_grid = writer.grid_chooser();
+  Solved s;
+  quantize_model(*reader, windows, qo,
+                 [&](int layer, BlockWeights& b, std::vector<LinearResult>& linears) {
+                   for (const LinearResult& r : linears) {
+                     s.q[{layer, static_cast<int>(r.linear)}] = b.linear(r.linear);
+                     s.grid_q[{layer, static_cast<int>(r.linear)}] = dequantize(r.grid, r.codes);
+                   }
+                   writer.write_block(layer, b, linears);
+                 });
+  writer.finish();
+  return s;
+}
+
+std::vector<int> stories_stream(const std::string& file, size_t chars) {
+  const auto tok = load_tokenizer(stories_tokenizer_path());
+  return tok->encode(read_file(file).substr(0, chars), false);
+}
+
+std::vector<std::vector<int>> stories_calibration() {
+  const auto stream = stories_stream(calib_text(), 40000);
+  return sample_calibration_windows(stream, 8, 128, 11, true, 1);
+}
+
+TEST(GgufModel, QuantizedFilesDecodeToTheSolversWeights) {
+  test::TempDir dir;
+  const auto vocab = load_tokenizer(stories_tokenizer_path())->vocab();
+  const auto windows = stories_calibration();
+  const Model original = load_model(test::stories260k_path());
+  const std::pair<const char*, Method> runs[] = {
+      {"Q8_0", Method::Rtn}, {"Q8_0", Method::Cd}, {"Q4_0", Method::Gptq}, {"Q4_K", Method::Cd}};
+  for (const auto& [type, m] : runs) {
+    {
+      SCOPED_TRACE(std::string(type) + " " + method_name(m));
+      const std::string path = dir.file(std::string(type) + method_name(m) + ".gguf");
+      const Solved s = quantize_to_gguf(test::stories260k_path(), path, vocab, windows, m, type);
+      const Model back = load_model(path);
+      const GgufReader r(path);
+      for (int l = 0; l < 5; ++l) {
+        for (Linear lin : kAllLinears) {
+          const std::pair<int, int> k{l, static_cast<int>(lin)};
+          const Matrix& got = back.blocks[static_cast<size_t>(l)].linear(lin);
+          expect_same_matrix(got, s.q.at(k), gguf_linear_name(l, lin));
+          expect_same_matrix(got, s.grid_q.at(k), gguf_linear_name(l, lin) + " (grid)");
+        }
+      }
+      // ffn_down (172 inputs) falls back to F16: the rounded weights, not something coarser.
+      EXPECT_EQ(r.tensor("blk.0.ffn_down.weight").type, GgmlType::F16);
+      const Matrix& down = back.blocks[0].w_down;
+      for (size_t i = 0; i < down.data.size(); ++i)
+        ASSERT_EQ(down.data[i], fp16_to_float(float_to_fp16(original.blocks[0].w_down.data[i])));
+      EXPECT_EQ(r.tensor("blk.0.attn_q.weight").type,
+                std::string(type) == "Q4_K" ? GgmlType::Q5_0 : parse_ggml_type(type));
+      EXPECT_EQ(r.get("general.quantization_version").get<uint32_t>(), 2u);
+      expect_same_matrix(
+          back.tok_embeddings,
+          dequantize_tensor(GgmlType::Q8_0,
+                            quantize_reference(GgmlType::Q8_0, original.tok_embeddings), 512, 64),
+          "token_embd (tied classifier: Q8_0)");
+    }
+  }
+}
+
+struct Scores {
+  double ppl = 0.0, kl = 0.0;
+};
+
+Scores score(const Model& reference, const std::string& path, const std::vector<int>& stream,
+             int ctx) {
+  const Model q = load_model(path);
+  EvalOptions eo;
+  eo.ctx = ctx;
+  eo.max_windows = 6;
+  eo.bos_id = 1;
+  const EvalResult r = evaluate(reference, stream, eo, &q);
+  return {r.ppl_other, r.kl};
+}
+
+TEST(GgufModel, CdCodesBeatRtnCodesOnStories) {
+  test::TempDir dir;
+  const auto vocab = load_tokenizer(stories_tokenizer_path())->vocab();
+  const auto windows = stories_calibration();
+  const Model original = load_model(test::stories260k_path());
+  const auto test_stream = stories_stream(eval_text(), 30000);
+  // (Q3_K / Q4_K on stories260K fall back to Q4_0 / Q5_0 everywhere: see the plan test.)
+  const std::string rtn = dir.file("rtn.gguf"), cd = dir.file("cd.gguf");
+  quantize_to_gguf(test::stories260k_path(), rtn, vocab, windows, Method::Rtn, "Q4_0");
+  quantize_to_gguf(test::stories260k_path(), cd, vocab, windows, Method::Cd, "Q4_0");
+  const Scores a = score(original, rtn, test_stream, 128);
+  const Scores b = score(original, cd, test_stream, 128);
+  EXPECT_LT(b.kl, a.kl);
+}
+
+TEST(GgufModel, KQuantsApplyAndCdBeatsRtnOnARandomModel) {
+  test::TempDir dir;
+  const ModelConfig c = test::tiny_config(256, 256, 2, 4, 2, 64, 64);
+  const Model model = test::random_model(c, 21);
+  const std::string src = dir.file("f32.gguf");
+  GgufExportOptions f32;
+  f32.type = "F32";
+  const auto vocab = letter_vocab(64);
+  write_gguf_model(model, vocab, src, f32);
+  std::vector<std::vector<int>> windows;
+  for (int w = 0; w < 8; ++w) {
+    auto t = some_tokens(64, 64, 100 + static_cast<uint64_t>(w));
+    t[0] = 1;
+    windows.push_back(t);
+  }
+  const std::vector<int> stream = some_tokens(64, 6 * 64, 999);
+  for (const char* type : {"Q4_K", "Q3_K", "Q2_K", "Q6_K", "Q5_K"}) {
+    SCOPED_TRACE(type);
+    const std::string rtn = dir.file("rtn.gguf"), cd = dir.file("cd.gguf");
+    const Solved s = quantize_to_gguf(src, cd, vocab, windows, Method::Cd, type);
+    const GgufReader r(cd);
+    EXPECT_EQ(r.tensor("blk.1.ffn_down.weight").type, parse_ggml_type(type));  // no fallback
+    EXPECT_EQ(r.tensor("blk.0.attn_q.weight").type, parse_ggml_type(type));
+    const Model back = load_model(cd);
+    for (int l = 0; l < c.n_layers; ++l)
+      for (Linear lin : kAllLinears)
+        expect_same_matrix(back.blocks[static_cast<size_t>(l)].linear(lin),
+                           s.grid_q.at({l, static_cast<int>(lin)}), gguf_linear_name(l, lin));
+    if (std::string(type) == "Q4_K" || std::string(type) == "Q3_K") {
+      quantize_to_gguf(src, rtn, vocab, windows, Method::Rtn, type);
+      EXPECT_LT(score(model, cd, stream, 64).kl, score(model, rtn, stream, 64).kl);
+    }
+  }
+}
+
+// ---- model-level errors ------------------------------------------------------------------
+
+// Copies a GGUF file, letting `edit_kv` drop (return false) or change metadata and
+// `edit_tensor` change a tensor's dims (data is copied as far as it fits).
+void rewrite(const std::string& src, const std::string& dst,
+             const std::function<bool(std::string&, GgufValue&)>& edit_kv,
+             const std::function<void(GgufTensorInfo&)>& edit_tensor = {}) {
+  const GgufReader r(src);
+  GgufWriter w(dst);
+  for (auto [k, v] : r.metadata())
+    if (edit_kv(k, v)) w.set(k, v);
+  std::vector<GgufTensorInfo> infos = r.tensors();
+  for (GgufTensorInfo& t : infos) {
+    if (edit_tensor) edit_tensor(t);
+    w.add_tensor(t.name, t.dims, t.type);
+  }
+  w.write_header();
+  for (size_t i = 0; i < infos.size(); ++i) {
+    const auto bytes = r.tensor_bytes(r.tensors()[i]);
+    std::vector<uint8_t> data(infos[i].n_bytes(), 0);
+    std::copy_n(bytes.begin(), std::min(bytes.size(), data.size()), data.begin());
+    w.write_tensor(infos[i].name, data);
+  }
+  w.finish();
+}
+
+TEST(GgufModel, BadModelFilesAreRejectedClearly) {
+  test::TempDir dir;
+  const ModelConfig c = test::tiny_config(32, 64, 2, 4, 2, 40, 16);
+  const std::string good = dir.file("good.gguf");
+  GgufExportOptions opt;
+  opt.type = "Q8_0";
+  write_gguf_model(test::random_model(c, 1), letter_vocab(40), good, opt);
+  ASSERT_NO_THROW(load_model(good));
+
+  const std::string bad = dir.file("bad.gguf");
+  rewrite(good, bad, [](std::string& k, GgufValue& v) {
+    if (k == "general.architecture") v = GgufValue::string("gpt2");
+    return true;
+  });
+  EXPECT_THAT(error_of([&] { open_model(bad); }),
+              HasSubstr("architecture 'gpt2' is not supported"));
+
+  rewrite(good, bad, [](std::string& k, GgufValue&) { return k != "llama.block_count"; });
+  EXPECT_THAT(error_of([&] { open_model(bad); }), HasSubstr("'llama.block_count' is missing"));
+
+  rewrite(good, bad, [](std::string& k, GgufValue&) { return k != "general.architecture"; });
+  EXPECT_THAT(error_of([&] { open_model(bad); }), HasSubstr("not a GGUF model"));
+
+  rewrite(good, bad, [](std::string& k, GgufValue&) { return k != "tokenizer.ggml.model"; });
+  EXPECT_THAT(error_of([&] { load_model_tokenizer(bad); }), HasSubstr("no tokenizer"));
+
+  rewrite(
+      good, bad, [](std::string&, GgufValue&) { return true; },
+      [](GgufTensorInfo& t) {
+        if (t.name == "blk.1.ffn_up.weight") t.dims = {64, 64};
+      });
+  auto reader = open_model(bad);
+  EXPECT_NO_THROW(reader->read_block(0));
+  EXPECT_THAT(
+      error_of([&] { reader->read_block(1); }),
+      HasSubstr("'blk.1.ffn_up.weight' has shape [64, 64] but the config implies [32, 64]"));
+
+  rewrite(good, bad, [](std::string& k, GgufValue& v) {
+    if (k == "llama.attention.head_count_kv") v = GgufValue::scalar<uint32_t>(3);
+    return true;
+  });
+  const std::string msg = error_of([&] { open_model(bad); });
+  EXPECT_THAT(msg, HasSubstr(bad));
+  EXPECT_THAT(msg, HasSubstr("not a multiple of n_kv_heads 3"));
+}
+
+TEST(GgufModel, CliQuantizesToGgufAndEvalReadsIt) {
+  test::TempDir dir;
+  const std::string out = dir.file("s.gguf");
+  const auto q =
+      test::run_cli({"quantize", "--model", test::stories260k_path(), "--calib", calib_text(),
+                     "--out", out, "--format", "gguf", "--type", "Q4_K", "--method", "cd",
+                     "--nsamples", "4", "--seqlen", "64", "--override", "ffn_up=Q8_0"});
+  ASSERT_EQ(q.exit_code, 0) << q.err;
+  EXPECT_THAT(q.err, HasSubstr("using Q5_0"));
+  const GgufReader r(out);
+  EXPECT_EQ(r.tensor("blk.2.ffn_up.weight").type, GgmlType::Q8_0);
+  EXPECT_EQ(r.tensor("blk.2.ffn_gate.weight").type, GgmlType::Q5_0);
+  EXPECT_EQ(r.get("general.file_type").get<uint32_t>(), 14u);
+  // eval reads the GGUF (its tokenizer from the file) and compares it with the original.
+  const auto e = test::run_cli({"eval", "--model", out, "--text", eval_text(), "--ctx", "64",
+                                "--max-windows", "2", "--quiet"});
+  ASSERT_EQ(e.exit_code, 0) << e.err;
+  EXPECT_THAT(e.out, HasSubstr("ppl"));
+  const auto k =
+      test::run_cli({"eval", "--model", test::stories260k_path(), "--quantized", out, "--text",
+                     eval_text(), "--ctx", "64", "--max-windows", "2", "--quiet"});
+  ASSERT_EQ(k.exit_code, 0) << k.err;
+  EXPECT_THAT(k.out, HasSubstr("KL"));
+}
+
+}  // namespace
+}  // namespace cdq
