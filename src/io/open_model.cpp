@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cdquant/error.hpp>
 #include <cdquant/gguf_model.hpp>
+#include <cdquant/gptq_checkpoint.hpp>
 #include <cdquant/model.hpp>
 #include <cstring>
 #include <filesystem>
@@ -22,11 +23,13 @@ std::unique_ptr<ModelReader> open_model(const std::string& path) {
   if (fs::is_directory(path, ec)) {
     CDQ_CHECK(fs::exists(fs::path(path) / "config.json", ec),
               "{}: a directory but not an HF model (no config.json)", path);
+    if (is_gptq_checkpoint(path)) return open_gptq_model(path);  // strict GPTQ validation
     return open_hf_model(path);
   }
   if (fs::path(path).extension() == ".safetensors") {
     CDQ_CHECK(fs::exists(fs::path(path).parent_path() / "config.json", ec),
               "{}: a safetensors file needs config.json beside it", path);
+    if (is_gptq_checkpoint(path)) return open_gptq_model(path);
     return open_hf_model(path);
   }
   char magic[4] = {};
