@@ -18,7 +18,9 @@
 #include <regex>
 
 #include "io/hf_writer.hpp"
+#include "support/cli.hpp"
 #include "support/hf_model.hpp"
+#include "support/paths.hpp"
 #include "support/tiny_model.hpp"
 #include "support/tmpdir.hpp"
 
@@ -352,6 +354,29 @@ TEST(GptqCheckpoint, Stories260kFromLlama2cWithAHfConfig) {
   EXPECT_EQ(cfg["num_key_value_heads"], 4);
   EXPECT_EQ(cfg["tie_word_embeddings"], true);
   EXPECT_TRUE(fs::exists(out + "/tokenizer.bin"));  // tok512.bin, for cdquant eval
+}
+
+TEST(GptqCheckpoint, CliQuantizesToGptqAndEvaluatesIt) {
+  if (!fs::exists(test::stories260k_path())) GTEST_SKIP() << "no " << test::stories260k_path();
+  test::TempDir tmp;
+  const std::string out = tmp.file("q");
+  const std::string text = test::shared_dir() + "/data/tinyshakespeare.txt";
+  if (!fs::exists(text)) GTEST_SKIP() << "no " << text;
+  const auto q = test::run_cli({"quantize", "--model", test::stories260k_path(), "--calib", text,
+                                "--out", out, "--format", "gptq", "--bits", "4", "--group", "32",
+                                "--sym", "--nsamples", "4", "--seqlen", "64", "--quiet"});
+  ASSERT_EQ(q.exit_code, 0) << q.err;
+  EXPECT_EQ(read_json(out + "/config.json")["quantization_config"]["checkpoint_format"], "gptq");
+  // The reader's weights sit on each group's 4-bit grid: at most 16 distinct values.
+  const Model m = load_model(out);
+  const Matrix& wv = m.blocks[0].wv;
+  std::vector<float> group(wv.row(3), wv.row(3) + 32);
+  std::sort(group.begin(), group.end());
+  EXPECT_LE(std::unique(group.begin(), group.end()) - group.begin(), 16);
+  const auto e = test::run_cli({"eval", "--model", test::stories260k_path(), "--quantized", out,
+                                "--text", text, "--ctx", "64", "--max-windows", "2", "--quiet"});
+  ASSERT_EQ(e.exit_code, 0) << e.err;
+  EXPECT_THAT(e.out, HasSubstr("quantized ppl"));
 }
 
 TEST(GptqCheckpoint, WriterRejectsGridsItCannotStore) {

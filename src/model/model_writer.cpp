@@ -47,7 +47,7 @@ std::unique_ptr<ModelWriter> make_model_writer(ModelReader& source, const std::s
     const auto tokenizer = load_model_tokenizer(gguf->source_path, gguf->tokenizer_path);
     return std::make_unique<GgufModelWriter>(source, out_path, tokenizer->vocab(), *gguf);
   }
-  CDQ_CHECK(format == "float", "unknown output format '{}' (expected float or gguf)", format);
+  CDQ_CHECK(format == "float", "unknown output format '{}' (expected float, gguf or gptq)", format);
   const std::string in = source.format();
   if (in == "llama2c") return std::make_unique<Llama2cFloatWriter>(source, out_path);
   fail("writing a float checkpoint in the '{}' format is not supported yet", in);

@@ -1,10 +1,13 @@
 #include <algorithm>
 #include <cdquant/calibration.hpp>
 #include <cdquant/gguf_model.hpp>
+#include <cdquant/gptq_checkpoint.hpp>
 #include <cdquant/model_writer.hpp>
 #include <cdquant/quantize_job.hpp>
 #include <cdquant/text_file.hpp>
 #include <cdquant/tokenizer.hpp>
+
+#include "io/hf_writer.hpp"
 
 namespace cdq {
 
@@ -39,8 +42,16 @@ QuantizeSummary run_quantize_job(const QuantizeJob& job) {
   GgufExportOptions gguf = job.gguf;
   gguf.source_path = job.model_path;
   if (gguf.tokenizer_path.empty()) gguf.tokenizer_path = job.tokenizer_path;
-  auto writer = make_model_writer(*reader, job.out_path, job.out_format, &gguf);
   QuantizeOptions quant = job.quant;
+  std::unique_ptr<ModelWriter> writer;
+  if (job.out_format == "gptq") {  // HF GPTQ checkpoint: scales are stored as fp16
+    quant.solver.grid.fp16_scales = true;
+    writer = make_gptq_writer(*reader, job.model_path, job.out_path, quant);
+  } else if (job.out_format == "float" && reader->format() == "hf") {  // HF in, HF out
+    writer = make_hf_float_writer(*reader, job.model_path, job.out_path);
+  } else {
+    writer = make_model_writer(*reader, job.out_path, job.out_format, &gguf);
+  }
   if (GridChooser chooser = writer->grid_chooser()) quant.choose_grid = std::move(chooser);
   if (const auto* g = dynamic_cast<const GgufModelWriter*>(writer.get()); g && job.on_note)
     for (const std::string& note : g->plan().notes()) job.on_note(note);
