@@ -12,15 +12,19 @@ Matrix synthetic_inputs(int64_t d_in, const SyntheticOptions& opt) {
   Rng rng(opt.seed * 1000003ULL + 17);
   std::vector<float> chan_scale(static_cast<size_t>(d_in));
   for (auto& s : chan_scale) {
-    s = static_cast<float>(std::exp(0.5 * rng.normal()));
-    if (rng.uniform() < opt.outlier_channels) s *= 20.0f;
+    s = static_cast<float>(std::exp(opt.channel_spread * rng.normal()));
+    if (rng.uniform() < opt.outlier_channels) s *= static_cast<float>(opt.outlier_scale);
   }
-  Matrix v(opt.factors, d_in);
+  const int64_t factors =
+      opt.factors > 0 ? opt.factors : std::min<int64_t>(d_in, 1024);
+  Matrix v(factors, d_in);
   for (float& x : v.data) x = static_cast<float>(rng.normal());
-  Matrix t(n, opt.factors);
-  for (float& x : t.data) x = static_cast<float>(rng.student_t(4) / std::sqrt(opt.factors));
+  Matrix t(n, factors);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t k = 0; k < factors; ++k)
+      t(i, k) = static_cast<float>(rng.student_t(4) * std::pow(k + 1.0, -opt.decay / 2));
   Matrix x(n, d_in);
-  for (float& e : x.data) e = static_cast<float>(rng.student_t(4));
+  for (float& e : x.data) e = static_cast<float>(opt.noise * rng.student_t(4));
   gemm(false, false, 1.0f, view(t), view(v), 1.0f, view(x));  // x = t V + z
   for (int64_t i = 0; i < n; ++i)
     for (int64_t c = 0; c < d_in; ++c) x(i, c) *= chan_scale[static_cast<size_t>(c)];
