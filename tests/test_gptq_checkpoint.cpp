@@ -15,6 +15,7 @@
 #include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <ostream>
 #include <regex>
 
 #include "io/hf_writer.hpp"
@@ -101,6 +102,12 @@ struct Case {
   bool act_order;
   uint64_t shard_bytes;
 };
+
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << method_name(c.method) << " " << c.bits << "-bit group " << c.group
+      << (c.sym ? " sym" : " asym") << (c.act_order ? " act-order" : "") << " shard "
+      << c.shard_bytes;
+}
 
 class GptqRoundTrip : public ::testing::TestWithParam<Case> {};
 
