@@ -47,6 +47,9 @@ Matrix head_forward(const std::vector<float>& final_norm, const Matrix& classifi
 
 // The whole model on one sequence: logits [T, vocab]. T must not exceed max_seq_len.
 Matrix forward_logits(const Model& model, std::span<const int> tokens);
+// Several independent windows of seq_len tokens each, stacked: logits [n * seq_len, vocab].
+// One batch makes the matrix products large enough to use every core.
+Matrix forward_logits_batch(const Model& model, std::span<const int> tokens, int64_t seq_len);
 
 // Building blocks, exposed for tests and other passes.
 // y[t] = x[t] / sqrt(mean(x[t]^2) + eps) * weight, row by row. x, y: [T, n].

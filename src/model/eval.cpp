@@ -46,7 +46,8 @@ struct WindowSums {
   int64_t agree = 0, scored = 0;
 };
 
-WindowSums score_window(const std::vector<int>& w, const Matrix& a, const Matrix* b) {
+// Scores window w whose logits are rows row0 .. row0 + |w| - 1 of a (and of b).
+WindowSums score_window(const std::vector<int>& w, const Matrix& a, int64_t row0, const Matrix* b) {
   const int64_t n = static_cast<int64_t>(w.size()) - 1;  // position t predicts w[t + 1]
   const int64_t vocab = a.cols;
   double nll = 0.0, nll_b = 0.0, kl = 0.0;
@@ -54,10 +55,10 @@ WindowSums score_window(const std::vector<int>& w, const Matrix& a, const Matrix
 #pragma omp parallel for schedule(static) reduction(+ : nll, nll_b, kl, agree) if (n * vocab >= (1 << 18))
   for (int64_t t = 0; t < n; ++t) {
     const size_t target = static_cast<size_t>(w[static_cast<size_t>(t + 1)]);
-    const std::vector<double> lp = log_softmax_row(a.row(t), vocab);
+    const std::vector<double> lp = log_softmax_row(a.row(row0 + t), vocab);
     nll -= lp[target];
     if (b == nullptr) continue;
-    const std::vector<double> lq = log_softmax_row(b->row(t), vocab);
+    const std::vector<double> lq = log_softmax_row(b->row(row0 + t), vocab);
     nll_b -= lq[target];
     double k = 0.0;
     for (int64_t j = 0; j < vocab; ++j) {
@@ -65,7 +66,7 @@ WindowSums score_window(const std::vector<int>& w, const Matrix& a, const Matrix
       k += p * (lp[static_cast<size_t>(j)] - lq[static_cast<size_t>(j)]);
     }
     kl += k;
-    agree += argmax(a.row(t), vocab) == argmax(b->row(t), vocab) ? 1 : 0;
+    agree += argmax(a.row(row0 + t), vocab) == argmax(b->row(row0 + t), vocab) ? 1 : 0;
   }
   return {nll, nll_b, kl, agree, n};
 }
@@ -97,18 +98,30 @@ EvalResult evaluate(const Model& model, std::span<const int> stream, const EvalO
 
   WindowSums total;
   r.windows = static_cast<int>(windows.size());
-  for (int i = 0; i < r.windows; ++i) {
-    const auto& w = windows[static_cast<size_t>(i)];
-    const Matrix a = forward_logits(model, w);
+  // Windows go through the model in batches of about 4096 tokens (fewer for big
+  // vocabularies, so the logits stay under ~256 MB): large products use every core.
+  const int64_t batch_tokens = std::clamp<int64_t>((int64_t{64} << 20) / c.vocab_size, r.ctx, 4096);
+  const int batch = static_cast<int>(std::max<int64_t>(1, batch_tokens / r.ctx));
+  for (int i0 = 0; i0 < r.windows; i0 += batch) {
+    const int n = std::min(batch, r.windows - i0);
+    std::vector<int> tokens;
+    for (int i = i0; i < i0 + n; ++i)
+      tokens.insert(tokens.end(), windows[static_cast<size_t>(i)].begin(),
+                    windows[static_cast<size_t>(i)].end());
+    const Matrix a = forward_logits_batch(model, tokens, r.ctx);
     Matrix b;
-    if (other != nullptr) b = forward_logits(*other, w);
-    const WindowSums s = score_window(w, a, other != nullptr ? &b : nullptr);
-    total.nll += s.nll;
-    total.nll_other += s.nll_other;
-    total.kl += s.kl;
-    total.agree += s.agree;
-    total.scored += s.scored;
-    if (opt.progress) opt.progress(i + 1, r.windows);
+    if (other != nullptr) b = forward_logits_batch(*other, tokens, r.ctx);
+    for (int i = 0; i < n; ++i) {
+      const int64_t row0 = static_cast<int64_t>(i) * r.ctx;
+      const WindowSums s = score_window(windows[static_cast<size_t>(i0 + i)], a, row0,
+                                        other != nullptr ? &b : nullptr);
+      total.nll += s.nll;
+      total.nll_other += s.nll_other;
+      total.kl += s.kl;
+      total.agree += s.agree;
+      total.scored += s.scored;
+    }
+    if (opt.progress) opt.progress(i0 + n, r.windows);
   }
   const double n = static_cast<double>(total.scored);
   r.scored = total.scored;

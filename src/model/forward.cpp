@@ -34,45 +34,55 @@ void linear_forward(const Matrix& x, const Matrix& w, const std::vector<float>& 
 
 // Causal grouped-query attention over one batch: q [n_seq * T, q_dim], k, v [n_seq * T,
 // kv_dim] -> out [n_seq * T, q_dim]. Head h reads kv head h / (n_heads / n_kv_heads).
-// Plain loops in one parallel region over (sequence, head, query): attention is a few percent
-// of a block's work next to the linears, and one region keeps synchronisation to a minimum.
+// Work is split over (sequence, kv head): each task copies its K and V head transposed to
+// [head_dim, T], so the loops over key positions are contiguous and vectorise, then serves
+// every query head that shares the kv head.
 void attention(const Matrix& q, const Matrix& k, const Matrix& v, int64_t T, const ModelConfig& c,
                Matrix& out) {
   const int hd = c.head_dim;
   const int rep = c.n_heads / c.n_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const int64_t n_seq = q.rows / T;
-  const int64_t tasks = n_seq * c.n_heads * T;
-  const bool parallel = tasks * T * hd / 2 >= 16 * kParallelMin;  // ~ms of work
+  const int64_t tasks = n_seq * c.n_kv_heads;
+  const bool parallel = tasks > 1 && n_seq * c.n_heads * T * T * hd >= 8 * kParallelMin;
 #pragma omp parallel if (parallel)
   {
-    std::vector<float> p(static_cast<size_t>(T));  // probabilities over keys 0..t
-#pragma omp for schedule(dynamic, 16)
+    std::vector<float> kt(static_cast<size_t>(hd * T)), vt(static_cast<size_t>(hd * T));
+    std::vector<float> p(static_cast<size_t>(T));  // scores, then weights, over keys 0..t
+#pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < tasks; ++task) {
-      const int64_t t = task % T;  // query position within its sequence
-      const int64_t h = (task / T) % c.n_heads;
-      const int64_t row0 = (task / T / c.n_heads) * T;
-      const float* qr = q.row(row0 + t) + h * hd;
-      const int64_t kc = (h / rep) * hd;
-      float mx = -INFINITY;
-      for (int64_t s = 0; s <= t; ++s) {
-        const float* kr = k.row(row0 + s) + kc;
-        float d = 0.0f;
-        for (int i = 0; i < hd; ++i) d += qr[i] * kr[i];
-        p[static_cast<size_t>(s)] = d * scale;
-        mx = std::max(mx, d * scale);
-      }
-      float sum = 0.0f;
-      for (int64_t s = 0; s <= t; ++s)
-        sum += (p[static_cast<size_t>(s)] = std::exp(p[static_cast<size_t>(s)] - mx));
-      const float inv = 1.0f / sum;
-      float* o = out.row(row0 + t) + h * hd;
-      std::fill(o, o + hd, 0.0f);
-      for (int64_t s = 0; s <= t; ++s) {
-        const float w = p[static_cast<size_t>(s)] * inv;
-        const float* vr = v.row(row0 + s) + kc;
-        for (int i = 0; i < hd; ++i) o[i] += w * vr[i];
-      }
+      const int64_t row0 = (task / c.n_kv_heads) * T;
+      const int64_t kvh = task % c.n_kv_heads;
+      for (int64_t s = 0; s < T; ++s)
+        for (int i = 0; i < hd; ++i) {
+          kt[static_cast<size_t>(i * T + s)] = k(row0 + s, kvh * hd + i);
+          vt[static_cast<size_t>(i * T + s)] = v(row0 + s, kvh * hd + i);
+        }
+      for (int64_t h = kvh * rep; h < (kvh + 1) * rep; ++h)
+        for (int64_t t = 0; t < T; ++t) {
+          const float* qr = q.row(row0 + t) + h * hd;
+          const int64_t n = t + 1;
+          std::fill(p.begin(), p.begin() + n, 0.0f);
+          for (int i = 0; i < hd; ++i) {
+            const float qi = qr[i] * scale;
+            const float* kr = kt.data() + i * T;
+#pragma omp simd
+            for (int64_t s = 0; s < n; ++s) p[static_cast<size_t>(s)] += qi * kr[s];
+          }
+          const float mx = *std::max_element(p.begin(), p.begin() + n);
+          float sum = 0.0f;
+          for (int64_t s = 0; s < n; ++s)
+            sum += (p[static_cast<size_t>(s)] = std::exp(p[static_cast<size_t>(s)] - mx));
+          const float inv = 1.0f / sum;
+          float* o = out.row(row0 + t) + h * hd;
+          for (int i = 0; i < hd; ++i) {
+            const float* vr = vt.data() + i * T;
+            float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+            for (int64_t s = 0; s < n; ++s) acc += p[static_cast<size_t>(s)] * vr[s];
+            o[i] = acc * inv;
+          }
+        }
     }
   }
 }
@@ -214,13 +224,19 @@ Matrix head_forward(const std::vector<float>& final_norm, const Matrix& classifi
 }
 
 Matrix forward_logits(const Model& model, std::span<const int> tokens) {
+  return forward_logits_batch(model, tokens, static_cast<int64_t>(tokens.size()));
+}
+
+Matrix forward_logits_batch(const Model& model, std::span<const int> tokens, int64_t seq_len) {
   const ModelConfig& c = model.config;
   CDQ_CHECK(!tokens.empty(), "forward: empty token window");
-  CDQ_CHECK(static_cast<int64_t>(tokens.size()) <= c.max_seq_len,
-            "forward: window of {} tokens exceeds the model's max_seq_len {}", tokens.size(),
+  CDQ_CHECK(seq_len > 0 && static_cast<int64_t>(tokens.size()) % seq_len == 0,
+            "forward: {} tokens are not whole windows of {}", tokens.size(), seq_len);
+  CDQ_CHECK(seq_len <= c.max_seq_len,
+            "forward: window of {} tokens exceeds the model's max_seq_len {}", seq_len,
             c.max_seq_len);
   Matrix x = embed_tokens(model.tok_embeddings, tokens);
-  for (const BlockWeights& b : model.blocks) block_forward(b, c, x);
+  for (const BlockWeights& b : model.blocks) block_forward(b, c, x, nullptr, seq_len);
   return head_forward(model.final_norm, model.classifier(), c, x);
 }
 
