@@ -1,9 +1,8 @@
+#include <gtest/gtest.h>
+
 #include <cdquant/half.hpp>
 #include <cdquant/linalg.hpp>
 #include <cdquant/rng.hpp>
-
-#include <gtest/gtest.h>
-
 #include <cmath>
 
 namespace cdq {

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "support/cli.hpp"
+#include "support/errors.hpp"
 #include "support/paths.hpp"
 #include "support/reference_forward.hpp"
 #include "support/tiny_model.hpp"
@@ -23,14 +24,7 @@ namespace {
 
 using ::testing::HasSubstr;
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using test::error_of;
 
 std::string text_path() {
   return test::shared_dir() + "/data/tinyshakespeare.txt";

@@ -18,6 +18,7 @@
 #include <cdquant/rng.hpp>
 #include <cmath>
 
+#include "support/errors.hpp"
 #include "support/reference_forward.hpp"
 #include "support/tiny_model.hpp"
 
@@ -59,14 +60,7 @@ void expect_matches_reference(const Model& m, const std::vector<int>& tokens) {
   std::printf("max scaled logit error %.3g\n", err);
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using test::error_of;
 
 TEST(Forward, StoriesMatchesReference) {
   const Model m = load_model(test::stories260k_path());

@@ -10,6 +10,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "support/errors.hpp"
+
 namespace cdq {
 namespace {
 
@@ -34,14 +36,7 @@ uint16_t u16_at(const std::vector<uint8_t>& b, size_t off) {
   return v;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using test::error_of;
 
 uint64_t fnv1a(const void* p, size_t n, uint64_t h = 0xcbf29ce484222325ULL) {
   const auto* b = static_cast<const uint8_t*>(p);

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <functional>
 
+#include "support/errors.hpp"
 #include "support/tmpdir.hpp"
 
 namespace cdq {
@@ -17,14 +18,7 @@ namespace {
 using test::TempDir;
 using ::testing::HasSubstr;
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using test::error_of;
 
 // Little-endian byte builder for hand-made files.
 struct Bytes {

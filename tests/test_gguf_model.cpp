@@ -19,6 +19,7 @@
 #include <map>
 
 #include "support/cli.hpp"
+#include "support/errors.hpp"
 #include "support/paths.hpp"
 #include "support/tiny_model.hpp"
 #include "support/tmpdir.hpp"
@@ -28,14 +29,7 @@ namespace {
 
 using ::testing::HasSubstr;
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using test::error_of;
 
 // Calibration and evaluation texts (different ones, both shipped in ../shared/data).
 std::string calib_text() {

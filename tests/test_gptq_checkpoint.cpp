@@ -20,6 +20,7 @@
 
 #include "io/hf_writer.hpp"
 #include "support/cli.hpp"
+#include "support/errors.hpp"
 #include "support/hf_model.hpp"
 #include "support/paths.hpp"
 #include "support/tiny_model.hpp"
@@ -33,14 +34,7 @@ using json = nlohmann::json;
 using test::same_bits;
 using ::testing::HasSubstr;
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using test::error_of;
 
 json read_json(const std::string& path) {
   return json::parse(test::read_file(path));

@@ -11,6 +11,7 @@
 #include <functional>
 
 #include "io/hf_writer.hpp"
+#include "support/errors.hpp"
 #include "support/hf_model.hpp"
 #include "support/tiny_model.hpp"
 #include "support/tmpdir.hpp"
@@ -22,14 +23,7 @@ namespace fs = std::filesystem;
 using test::same_bits;
 using ::testing::HasSubstr;
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using test::error_of;
 
 std::vector<float> iota_floats(size_t n, float start) {
   std::vector<float> v(n);

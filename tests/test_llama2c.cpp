@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "io/llama2c.hpp"
+#include "support/errors.hpp"
 #include "support/tiny_model.hpp"
 #include "support/tmpdir.hpp"
 
@@ -50,14 +51,7 @@ void expect_same_model(const Model& a, const Model& b) {
   EXPECT_TRUE(same_matrix(a.output, b.output));
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using test::error_of;
 
 std::string file_bytes(const std::string& path) {
   return test::read_file(path);

@@ -17,6 +17,7 @@
 
 #include "io/tokenizer_pretok.hpp"
 #include "io/tokenizer_text.hpp"
+#include "support/errors.hpp"
 #include "support/paths.hpp"
 
 namespace cdq {
@@ -159,14 +160,7 @@ std::string sp_unk_as_ours(const std::string& s) {
   return tok::replace_all(s, " \\342\\201\\207 ", " ⁇ ");
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
+using test::error_of;
 
 // llama2.c's encoder, straight from its description: byte fallback first, then O(n^2)
 // rescans for the best-scoring adjacent pair (leftmost on ties). `v` is a "llama" vocabulary.

@@ -30,7 +30,7 @@ void add_solver_flags(CLI::App* cmd, SolverFlags& f, bool grid_flags) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   cmd->add_option("--bcd-block", f.bcd_block, "BCD: coordinates moved jointly per step")
-      ->check(CLI::Range(2, 8))
+      ->check(CLI::Range(2, 4))
       ->capture_default_str();
   cmd->add_option("--cd-init", f.cd_init, "Start of cd/bcd/cyclic: rtn, owc or gptq")
       ->check(CLI::IsMember({"rtn", "owc", "gptq"}))
