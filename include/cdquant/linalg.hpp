@@ -5,6 +5,10 @@
 
 namespace cdq {
 
+// Threads OpenBLAS uses for one call (it keeps its own pool beside OpenMP's).
+int blas_threads();
+void set_blas_threads(int n);
+
 // C = alpha * op(A) * op(B) + beta * C on views (row-major).
 void gemm(bool trans_a, bool trans_b, float alpha, const MatrixView& a, const MatrixView& b,
           float beta, const MatrixView& c);

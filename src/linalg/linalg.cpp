@@ -1,9 +1,16 @@
-#include <cdquant/linalg.hpp>
-
 #include <cblas.h>
 #include <lapacke.h>
 
+#include <cdquant/linalg.hpp>
+
 namespace cdq {
+
+int blas_threads() {
+  return openblas_get_num_threads();
+}
+void set_blas_threads(int n) {
+  openblas_set_num_threads(n);
+}
 
 void gemm(bool trans_a, bool trans_b, float alpha, const MatrixView& a, const MatrixView& b,
           float beta, const MatrixView& c) {
@@ -14,10 +21,9 @@ void gemm(bool trans_a, bool trans_b, float alpha, const MatrixView& a, const Ma
   CDQ_ASSERT(k == kb && c.rows == m && c.cols == n);
   if (m == 0 || n == 0) return;
   cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-              trans_b ? CblasTrans : CblasNoTrans, static_cast<blasint>(m),
-              static_cast<blasint>(n), static_cast<blasint>(k), alpha, a.ptr,
-              static_cast<blasint>(a.ld), b.ptr, static_cast<blasint>(b.ld), beta, c.ptr,
-              static_cast<blasint>(c.ld));
+              trans_b ? CblasTrans : CblasNoTrans, static_cast<blasint>(m), static_cast<blasint>(n),
+              static_cast<blasint>(k), alpha, a.ptr, static_cast<blasint>(a.ld), b.ptr,
+              static_cast<blasint>(b.ld), beta, c.ptr, static_cast<blasint>(c.ld));
 }
 
 void syrk_accumulate(const float* x, int64_t n, int64_t d, float alpha, Matrix& h) {
