@@ -226,7 +226,9 @@ std::span<const uint8_t> GgufReader::tensor_bytes(const GgufTensorInfo& t) const
 
 Matrix GgufReader::read_matrix(std::string_view name) const {
   const GgufTensorInfo& t = tensor(name);
-  return dequantize_tensor(t.type, tensor_bytes(t), t.rows(), t.cols());
+  Matrix m = dequantize_tensor(t.type, tensor_bytes(t), t.rows(), t.cols());
+  file_->drop_pages(data_offset_ + t.offset, t.n_bytes());  // streaming: RSS at one block
+  return m;
 }
 
 }  // namespace cdq

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cdquant/error.hpp>
 #include <cerrno>
 #include <cstring>
@@ -68,6 +69,16 @@ std::span<const std::byte> MappedFile::range(uint64_t offset, uint64_t length) c
             "{}: byte range [{}, +{}) lies outside the file ({} bytes)", path_, offset, length,
             size_);
   return {data_ + offset, static_cast<size_t>(length)};
+}
+
+void MappedFile::drop_pages(uint64_t offset, uint64_t length) const noexcept {
+  if (data_ == nullptr || offset >= size_) return;
+  const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  const uint64_t end = std::min(size_, offset + length);
+  const uint64_t first = (offset + page - 1) / page * page;  // whole pages only
+  const uint64_t last = end / page * page;
+  if (last <= first) return;
+  madvise(const_cast<std::byte*>(data_) + first, last - first, MADV_DONTNEED);
 }
 
 }  // namespace cdq

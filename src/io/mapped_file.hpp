@@ -25,6 +25,11 @@ class MappedFile {
   std::span<const std::byte> bytes() const { return {data_, static_cast<size_t>(size_)}; }
   // Bytes [offset, offset + length); throws Error when the range leaves the file.
   std::span<const std::byte> range(uint64_t offset, uint64_t length) const;
+  // Tells the kernel the pages wholly inside [offset, offset + length) are not needed any
+  // more: they leave this process's resident set and are read again from the file if
+  // touched. Streaming readers call it after converting a tensor, so reading a model block
+  // by block keeps the resident set at one block, not the whole file.
+  void drop_pages(uint64_t offset, uint64_t length) const noexcept;
 
  private:
   void release() noexcept;

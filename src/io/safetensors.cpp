@@ -233,6 +233,7 @@ std::vector<float> SafetensorsFile::read_floats(std::string_view name) const {
             path(), name, dtype_name(t.dtype));
   std::vector<float> out(static_cast<size_t>(t.numel()));
   convert_floats(t.dtype, bytes(name).data(), out.size(), out.data());
+  file_->drop_pages(data_start_ + t.begin, t.nbytes());  // streaming: keep RSS at one block
   return out;
 }
 
