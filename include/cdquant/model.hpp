@@ -36,6 +36,13 @@ constexpr Linear kAllLinears[] = {Linear::Q,    Linear::K,  Linear::V,   Linear:
                                   Linear::Gate, Linear::Up, Linear::Down};
 const char* linear_name(Linear l);  // "q", "k", "v", "o", "gate", "up", "down"
 
+// [out, in] of a linear under a config.
+struct LinearShape {
+  int64_t out = 0;
+  int64_t in = 0;
+};
+LinearShape linear_shape(const ModelConfig& c, Linear l);
+
 struct BlockWeights {
   std::vector<float> attn_norm;   // [dim]
   Matrix wq;                      // [q_dim, dim]

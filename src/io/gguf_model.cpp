@@ -194,7 +194,7 @@ class GgufModelReader final : public ModelReader {
     b.attn_norm = vec(p + "attn_norm.weight", c.dim);
     b.ffn_norm = vec(p + "ffn_norm.weight", c.dim);
     for (Linear l : kAllLinears) {
-      const auto [rows, cols] = linear_shape(l);
+      const auto [rows, cols] = linear_shape(config_, l);
       b.linear(l) = weight(gguf_linear_name(layer, l), rows, cols);
     }
     if (c.qkv_bias) {
@@ -239,24 +239,6 @@ class GgufModelReader final : public ModelReader {
   }
   static std::string shape(const GgufTensorInfo& t) {
     return fmt::format("[{}]", fmt::join(t.dims, ", "));
-  }
-  std::pair<int64_t, int64_t> linear_shape(Linear l) const {
-    const ModelConfig& c = config_;
-    switch (l) {
-      case Linear::Q:
-        return {c.q_dim(), c.dim};
-      case Linear::K:
-      case Linear::V:
-        return {c.kv_dim(), c.dim};
-      case Linear::O:
-        return {c.dim, c.q_dim()};
-      case Linear::Gate:
-      case Linear::Up:
-        return {c.hidden_dim, c.dim};
-      case Linear::Down:
-        return {c.dim, c.hidden_dim};
-    }
-    return {0, 0};
   }
   // [rows, cols] weight: GGUF dims {cols, rows}.
   Matrix weight(const std::string& name, int64_t rows, int64_t cols) const {

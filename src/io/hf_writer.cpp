@@ -59,25 +59,6 @@ std::string hf_linear_prefix(int layer, Linear l) {
   return fmt::format("model.layers.{}.{}", layer, kHfLinearNames[static_cast<int>(l)]);
 }
 
-LinearShape linear_shape(const ModelConfig& c, Linear l) {
-  switch (l) {
-    case Linear::Q:
-      return {c.q_dim(), c.dim};
-    case Linear::K:
-    case Linear::V:
-      return {c.kv_dim(), c.dim};
-    case Linear::O:
-      return {c.dim, c.q_dim()};
-    case Linear::Gate:
-    case Linear::Up:
-      return {c.hidden_dim, c.dim};
-    case Linear::Down:
-      return {c.dim, c.hidden_dim};
-  }
-  CDQ_ASSERT(false);
-  return {};
-}
-
 json read_json_file(const std::string& path) {
   try {
     return json::parse(read_file(path));

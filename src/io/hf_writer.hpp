@@ -22,13 +22,6 @@ constexpr uint64_t kHfShardBytes = 2'000'000'000;
 // "model.layers.3.self_attn.q_proj" (no ".weight" suffix).
 std::string hf_linear_prefix(int layer, Linear l);
 
-// [out, in] of a linear under this config.
-struct LinearShape {
-  int64_t out = 0;
-  int64_t in = 0;
-};
-LinearShape linear_shape(const ModelConfig& c, Linear l);
-
 // config.json of a directory (throws Error naming the file on bad JSON).
 nlohmann::json read_json_file(const std::string& path);
 // Writes JSON (indented) through a temporary file.

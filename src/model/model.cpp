@@ -95,6 +95,25 @@ void check_vec(const std::vector<float>& v, int64_t n, const std::string& name) 
 
 }  // namespace
 
+LinearShape linear_shape(const ModelConfig& c, Linear l) {
+  switch (l) {
+    case Linear::Q:
+      return {c.q_dim(), c.dim};
+    case Linear::K:
+    case Linear::V:
+      return {c.kv_dim(), c.dim};
+    case Linear::O:
+      return {c.dim, c.q_dim()};
+    case Linear::Gate:
+    case Linear::Up:
+      return {c.hidden_dim, c.dim};
+    case Linear::Down:
+      return {c.dim, c.hidden_dim};
+  }
+  CDQ_ASSERT(false);
+  return {};
+}
+
 void check_block(const BlockWeights& b, const ModelConfig& c, int l) {
   const std::string p = fmt::format("blocks.{}.", l);
   check_vec(b.attn_norm, c.dim, p + "attn_norm");
