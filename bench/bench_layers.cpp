@@ -70,6 +70,7 @@ int main(int argc, char** argv) {
   uint64_t seed = 1;
   double cd_budget = -1.0;
   int warm = -1;
+  int rescale = -1;
   int group = 0;
   app.add_option("--shapes", shapes, "comma-separated d_out x d_in shapes");
   app.add_option("--bits", bits_list, "comma-separated bit widths");
@@ -81,6 +82,7 @@ int main(int argc, char** argv) {
   app.add_option("--group", group, "group size (0: per-channel)");
   app.add_option("--cd-budget", cd_budget, "override SolverOptions.cd_budget");
   app.add_option("--warm-sweeps", warm, "override SolverOptions.cd_warm_sweeps");
+  app.add_option("--rescale", rescale, "override SolverOptions.cd_rescale_rounds");
   app.add_flag("--quick", quick, "small shapes only (768x768, 2048x768, 768x2048)");
   CLI11_PARSE(app, argc, argv);
   if (quick) shapes = "768x768,2048x768,768x2048";
@@ -124,6 +126,7 @@ int main(int argc, char** argv) {
           opt.threads = threads;
           if (cd_budget >= 0) opt.cd_budget = cd_budget;
           if (warm >= 0) opt.cd_warm_sweeps = warm;
+          if (rescale >= 0) opt.cd_rescale_rounds = rescale;
           cdq::SolveResult r = cdq::solve_layer(p.w, p.h, spec.method, opt);
           std::string ratio = "", reduction = "";
           nlohmann::json rec = {{"shape", shape_s},

@@ -11,71 +11,13 @@
 
 #include "quant/cd.hpp"
 #include "quant/hessian.hpp"
+#include "support/cd_checks.hpp"
 
 namespace cdq {
 namespace {
 
 using ::testing::HasSubstr;
-
-LayerProblem small_problem(int64_t d_out, int64_t d_in, uint64_t seed) {
-  SyntheticOptions so;
-  so.seed = seed;
-  so.factors = 3;
-  so.n_samples = 3 * d_in;  // correlated enough that moves interact
-  return make_synthetic_problem(d_out, d_in, so);
-}
-
-// H + percdamp * mean(diag) I, as CD's damped objective.
-Matrix damped(const Matrix& h, double percdamp = 0.01) {
-  return prepare_hessian(h, percdamp).h;
-}
-
-// (Q_r - w_r)^T H (Q_r - w_r) in double.
-double row_objective(const Matrix& w, const Matrix& h, const Grid& grid,
-                     const std::vector<uint8_t>& codes, int64_t r) {
-  const int64_t n = w.cols;
-  std::vector<double> e(static_cast<size_t>(n));
-  for (int64_t j = 0; j < n; ++j)
-    e[j] = static_cast<double>(grid.value(r, j, codes[r * n + j])) - w(r, j);
-  double f = 0.0;
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t j = 0; j < n; ++j) f += e[i] * h(i, j) * e[j];
-  return f;
-}
-
-double objective(const Matrix& w, const Matrix& h, const Grid& grid,
-                 const std::vector<uint8_t>& codes) {
-  double f = 0.0;
-  for (int64_t r = 0; r < w.rows; ++r) f += row_objective(w, h, grid, codes, r);
-  return f;
-}
-
-// Largest decrease any single-coordinate change to any grid value achieves, per row (<= 0 at a
-// coordinate-wise optimum), relative to the row objective.
-double best_single_gain(const Matrix& w, const Matrix& h, const Grid& grid,
-                        std::vector<uint8_t> codes) {
-  double worst = -1.0;
-  for (int64_t r = 0; r < w.rows; ++r) {
-    const double f0 = row_objective(w, h, grid, codes, r);
-    for (int64_t j = 0; j < w.cols; ++j) {
-      const uint8_t keep = codes[r * w.cols + j];
-      for (int q = 0; q <= grid.maxq; ++q) {
-        codes[r * w.cols + j] = static_cast<uint8_t>(q);
-        worst = std::max(worst, (f0 - row_objective(w, h, grid, codes, r)) / f0);
-      }
-      codes[r * w.cols + j] = keep;
-    }
-  }
-  return worst;
-}
-
-Grid minmax_grid(const Matrix& w, int bits, int group = 0, bool sym = false) {
-  GridSpec spec;
-  spec.bits = bits;
-  spec.group_size = group;
-  spec.symmetric = sym;
-  return fit_grid(w, spec, nullptr);
-}
+using namespace cdq::test;  // NOLINT: small_problem, damped, objective, ...
 
 // The tolerance CD stops at: a move must gain more than tol_rel of the row's start objective;
 // starting objectives are within a factor ~10 of the final ones on these problems.
@@ -86,7 +28,7 @@ TEST(CdGreedy, StopsAtACoordinatewiseOptimum) {
     for (int64_t d_in : {5, 8}) {
       const LayerProblem p = small_problem(4, d_in, seed);
       const Matrix h = damped(p.h);
-      const Grid grid = minmax_grid(p.w, 2);
+      Grid grid = minmax_grid(p.w, 2);
       std::vector<uint8_t> codes = round_to_grid(grid, p.w);
       CdOptions opt;
       opt.budget = 100.0;
@@ -100,7 +42,7 @@ TEST(CdGreedy, StopsAtACoordinatewiseOptimum) {
 TEST(CdGreedy, MovesAndImprovesFromRtn) {
   const LayerProblem p = small_problem(16, 8, 3);
   const Matrix h = damped(p.h);
-  const Grid grid = minmax_grid(p.w, 2);
+  Grid grid = minmax_grid(p.w, 2);
   std::vector<uint8_t> codes = round_to_grid(grid, p.w);
   const double f0 = objective(p.w, h, grid, codes);
   const CdStats st = refine_codes(p.w, h, grid, codes, CdOptions{});
@@ -115,7 +57,7 @@ TEST(CdGreedy, EveryStepIsTheBestSingleMoveAndLowersTheObjective) {
   // d_in = 21: several coordinates per SIMD lane, and a ragged tail.
   const LayerProblem p = small_problem(4, 21, 11);
   const Matrix h = damped(p.h);
-  const Grid grid = minmax_grid(p.w, 2);
+  Grid grid = minmax_grid(p.w, 2);
   std::vector<uint8_t> codes = round_to_grid(grid, p.w);
   std::vector<uint8_t> mirror = codes;
   int steps = 0;
@@ -149,7 +91,7 @@ TEST(CdCyclic, StopsAtACoordinatewiseOptimumAndEveryMoveLowersTheObjective) {
   for (uint64_t seed = 1; seed <= 4; ++seed) {
     const LayerProblem p = small_problem(4, 8, seed);
     const Matrix h = damped(p.h);
-    const Grid grid = minmax_grid(p.w, 2);
+    Grid grid = minmax_grid(p.w, 2);
     std::vector<uint8_t> codes = round_to_grid(grid, p.w);
     std::vector<uint8_t> mirror = codes;
     const CdObserver obs = [&](const CdMove& mv) {
@@ -216,7 +158,7 @@ TEST(CdBlock, AcceptedBlockMovesAreOptimalOverTheirCandidates) {
     for (uint64_t seed = 1; seed <= 4; ++seed) {
       const LayerProblem p = small_problem(6, 19, seed);
       const Matrix h = damped(p.h);
-      const Grid grid = minmax_grid(p.w, 2);
+      Grid grid = minmax_grid(p.w, 2);
       std::vector<uint8_t> codes = round_to_grid(grid, p.w);
       std::vector<uint8_t> mirror = codes;
       const int64_t n = p.w.cols;
@@ -324,6 +266,7 @@ TEST(CdFamily, FromGptqNeverWorseAndReportsConsistently) {
       opt.grid.group_size = cf.group;
       opt.grid.symmetric = cf.sym;
       opt.act_order = cf.act_order;
+      opt.cd_rescale_rounds = 0;  // codes only: the scale refit has its own tests
       const SolveResult gq = solve_layer(p.w, p.h, Method::Gptq, opt);
       const Matrix h = damped(p.h, opt.percdamp);
       const double f_gptq = objective(p.w, h, gq.grid, gq.codes);
@@ -384,6 +327,7 @@ TEST(CdFamily, FromRtnImprovesAndOwcVariantsRun) {
   SolverOptions opt;
   opt.grid.bits = 3;
   opt.cd_init = Method::Rtn;
+  opt.cd_rescale_rounds = 0;
   const SolveResult rtn = solve_layer(p.w, p.h, Method::Rtn, opt);
   const SolveResult cd = solve_layer(p.w, p.h, Method::Cd, opt);
   EXPECT_LT(cd.objective, rtn.objective);
@@ -415,6 +359,7 @@ TEST(CdFamily, BudgetLimitsTheMoves) {
   opt.grid.bits = 2;
   opt.cd_init = Method::Rtn;
   opt.cd_budget = 0.125;  // 2 steps per row
+  opt.cd_rescale_rounds = 0;
   const SolveResult r = solve_layer(p.w, p.h, Method::Cd, opt);
   EXPECT_LE(r.moves_per_row, 2.0);
   EXPECT_GT(r.moves_per_row, 0.0);

@@ -29,6 +29,12 @@ void add_solver_flags(CLI::App* cmd, SolverFlags& f, bool grid_flags) {
                   "CD family: steps per row as a multiple of d_in (stops early at an optimum)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  cmd->add_option("--cd-rescale", f.cd_rescale,
+                  "CD family on integer grids: rounds of refitting every group scale to the "
+                  "codes (zero points kept; per-channel asymmetric rows also try zero +-1), each "
+                  "followed by more descent. 0 = codes only, on the start's grid")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   cmd->add_option("--bcd-block", f.bcd_block, "BCD: coordinates moved jointly per step")
       ->check(CLI::Range(2, 4))
       ->capture_default_str();
@@ -51,6 +57,7 @@ SolverOptions SolverFlags::to_options() const {
   o.static_groups = static_groups;
   o.cd_budget = cd_budget;
   o.bcd_block = bcd_block;
+  o.cd_rescale_rounds = cd_rescale;
   o.cd_init = parse_method(cd_init);
   o.threads = threads;
   if (threads > 0) omp_set_num_threads(threads);

@@ -16,6 +16,7 @@ struct SolverFlags {
   double percdamp = 0.01;
   std::string scales = "minmax";
   double cd_budget = SolverOptions{}.cd_budget;
+  int cd_rescale = SolverOptions{}.cd_rescale_rounds;
   int bcd_block = SolverOptions{}.bcd_block;
   std::string cd_init = "gptq";
   int threads = 0;

@@ -13,6 +13,10 @@ void set_blas_threads(int n);
 void gemm(bool trans_a, bool trans_b, float alpha, const MatrixView& a, const MatrixView& b,
           float beta, const MatrixView& c);
 
+// B = B * U^{-T} in place, U [n, n] upper triangular, B [m, n] (a triangular solve: half the
+// work of a product with a full matrix).
+void solve_right_upper_transposed(const MatrixView& u, const MatrixView& b);
+
 // H += alpha * X^T X for X [n, d] (upper and lower filled). H must be [d, d].
 void syrk_accumulate(const float* x, int64_t n, int64_t d, float alpha, Matrix& h);
 

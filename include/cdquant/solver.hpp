@@ -5,7 +5,6 @@
 
 #include <cdquant/grid.hpp>
 #include <cdquant/matrix.hpp>
-
 #include <string>
 #include <string_view>
 #include <vector>
@@ -29,28 +28,31 @@ bool is_cd_family(Method m);
 
 struct SolverOptions {
   GridSpec grid;
-  double percdamp = 0.01;    // damping: percdamp * mean(diag H) added to the diagonal
-  int gptq_block = 128;      // GPTQ lazy-update block
-  bool act_order = false;    // GPTQ column order by descending diag(H)
-  bool static_groups = false;  // GPTQ: fit all group scales up front on the original W
+  double percdamp = 0.01;         // damping: percdamp * mean(diag H) added to the diagonal
+  int gptq_block = 128;           // GPTQ lazy-update block
+  bool act_order = false;         // GPTQ column order by descending diag(H)
+  bool static_groups = false;     // GPTQ: fit all group scales up front on the original W
   Method cd_init = Method::Gptq;  // start of Cd/Bcd/Cyclic: Rtn, Owc or Gptq
-  double cd_budget = 1.0;    // CD steps per row = cd_budget * d_in (early stop at optimum)
-  int bcd_block = 2;         // coordinates moved jointly per BCD step
-  int cyclic_sweeps = 4;     // full passes over the coordinates for cyclic CD
-  int cd_warm_sweeps = 0;    // Cd/Bcd: cyclic passes before the greedy steps (cheap start)
+  double cd_budget = 1.0;         // CD steps per row = cd_budget * d_in (early stop at optimum)
+  int bcd_block = 2;              // coordinates moved jointly per BCD step
+  int cyclic_sweeps = 4;          // full passes over the coordinates for cyclic CD
+  int cd_warm_sweeps = 0;         // Cd/Bcd: cyclic passes before the greedy steps (cheap start)
+  // CD family on integer grids: rounds of "refit every group scale to its optimum for the
+  // current codes (zero points kept), then descend again". 0: codes only, on the start's grid.
+  int cd_rescale_rounds = 4;
   const Grid* fixed_grid = nullptr;  // when set, every solver picks codes on this grid
-  int threads = 0;           // 0: OpenMP default
+  int threads = 0;                   // 0: OpenMP default
 };
 
 struct SolveResult {
   Method method = Method::Rtn;
   Grid grid;
-  std::vector<uint8_t> codes;  // [d_out, d_in]
-  Matrix q;                    // [d_out, d_in] dequantized weights
-  double objective = 0.0;      // L(Q) with the undamped H
-  double reference = 0.0;      // tr(W H W^T), undamped
-  double seconds = 0.0;        // whole solve, including the start for the CD family
-  double seconds_refine = 0.0;  // CD family: the refinement alone
+  std::vector<uint8_t> codes;       // [d_out, d_in]
+  Matrix q;                         // [d_out, d_in] dequantized weights
+  double objective = 0.0;           // L(Q) with the undamped H
+  double reference = 0.0;           // tr(W H W^T), undamped
+  double seconds = 0.0;             // whole solve, including the start for the CD family
+  double seconds_refine = 0.0;      // CD family: the refinement alone
   std::vector<double> convergence;  // CD family: damped objective after each sweep-equivalent
   double moves_per_row = 0.0;       // CD family: accepted moves per row (mean)
   std::vector<std::string> notes;   // e.g. damping escalations

@@ -26,6 +26,14 @@ void gemm(bool trans_a, bool trans_b, float alpha, const MatrixView& a, const Ma
               static_cast<blasint>(b.ld), beta, c.ptr, static_cast<blasint>(c.ld));
 }
 
+void solve_right_upper_transposed(const MatrixView& u, const MatrixView& b) {
+  CDQ_ASSERT(u.rows == u.cols && b.cols == u.rows);
+  if (b.rows == 0 || b.cols == 0) return;
+  cblas_strsm(CblasRowMajor, CblasRight, CblasUpper, CblasTrans, CblasNonUnit,
+              static_cast<blasint>(b.rows), static_cast<blasint>(b.cols), 1.0f, u.ptr,
+              static_cast<blasint>(u.ld), b.ptr, static_cast<blasint>(b.ld));
+}
+
 void syrk_accumulate(const float* x, int64_t n, int64_t d, float alpha, Matrix& h) {
   CDQ_ASSERT(h.rows == d && h.cols == d);
   if (n == 0) return;

@@ -8,6 +8,7 @@
 #include <cdquant/linalg.hpp>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 
 #include "quant/cd_impl.hpp"
@@ -46,6 +47,20 @@ void greedy_row(const Shared& sh, Row& r, int64_t max_steps) {
   if (steps % sh.n != 0) r.trace.push_back(r.obj);
 }
 
+void descend(const Shared& sh, Row& r) {
+  if (sh.kind == CdKind::Cyclic) {
+    cyclic_sweeps(sh, &r, 1, sh.sweeps);
+    return;
+  }
+  const int64_t left = sh.max_steps - r.steps, before = r.moves;
+  if (left <= 0) return;
+  if (sh.kind == CdKind::Greedy || sh.k == 1)
+    greedy_row(sh, r, left);
+  else
+    block_row(sh, r, left);
+  r.steps += r.moves - before;
+}
+
 }  // namespace cdk
 
 namespace {
@@ -70,6 +85,17 @@ std::vector<float> initial_gradient(const Matrix& w, const Matrix& h, const Grid
   gemm(false, false, 1.0f, view(e), MatrixView{const_cast<float*>(h.data.data()), n, n, n}, 0.0f,
        gv);
   return g;
+}
+
+// W H for all rows, [d_out, ld] with zero padding: with it the per-channel scale refit gets
+// H Q = g + H w without another product per round.
+std::vector<float> weight_gradient(const Matrix& w, const Matrix& h, int64_t ld) {
+  const int64_t n = w.cols;
+  std::vector<float> out(static_cast<size_t>(w.rows * ld), 0.0f);
+  gemm(false, false, 1.0f, MatrixView{const_cast<float*>(w.data.data()), w.rows, n, n},
+       MatrixView{const_cast<float*>(h.data.data()), n, n, n}, 0.0f,
+       MatrixView{out.data(), w.rows, n, ld});
+  return out;
 }
 
 }  // namespace
@@ -108,9 +134,8 @@ std::vector<int32_t> bcd_partners(const Matrix& h, int k) {
   return out;
 }
 
-CdStats refine_codes(const Matrix& w, const Matrix& h, const Grid& grid,
-                     std::vector<uint8_t>& codes, const CdOptions& options,
-                     const CdObserver* observer) {
+CdStats refine_codes(const Matrix& w, const Matrix& h, Grid& grid, std::vector<uint8_t>& codes,
+                     const CdOptions& options, const CdObserver* observer) {
   const int64_t n = w.cols, d_out = w.rows;
   CDQ_ASSERT(h.rows == n && h.cols == n && grid.d_out == d_out && grid.d_in == n);
   CDQ_ASSERT(codes.size() == static_cast<size_t>(d_out * n));
@@ -120,7 +145,13 @@ CdStats refine_codes(const Matrix& w, const Matrix& h, const Grid& grid,
   const int64_t ld = cdk::padded(n);
   const auto max_steps = static_cast<int64_t>(std::ceil(options.budget * static_cast<double>(n)));
 
-  std::vector<float> g = initial_gradient(w, h, grid, codes, ld, nt);
+  std::vector<float> g;
+  if (options.initial_gradient) {
+    CDQ_ASSERT(options.initial_gradient->size() == static_cast<size_t>(d_out * ld));
+    g = std::move(*options.initial_gradient);
+  } else {
+    g = initial_gradient(w, h, grid, codes, ld, nt);
+  }
   std::vector<float> hd(static_cast<size_t>(ld), 0.0f);
   for (int64_t j = 0; j < n; ++j) {
     hd[j] = h(j, j);
@@ -143,6 +174,25 @@ CdStats refine_codes(const Matrix& w, const Matrix& h, const Grid& grid,
     block_inv = cdk::block_inverses(h, partners, sh.k);
     sh.partners = partners.data();
     sh.block_inv = block_inv.data();
+  }
+  sh.kind = options.kind;
+  sh.max_steps = max_steps;
+  sh.sweeps = options.sweeps;
+  const bool rescale = options.rescale_rounds > 0;
+  CDQ_CHECK(!rescale || grid.is_integer_grid(),
+            "the scale refit needs a uniform integer grid (not a GGUF block grid)");
+  cdk::RescaleColumns columns;
+  std::vector<float> hw;
+  if (rescale) {
+    columns = cdk::group_columns(grid);
+    if (grid.n_groups == 1) hw = weight_gradient(w, h, ld);
+    sh.rescale = {&grid,
+                  hw.data(),
+                  columns.cols.data(),
+                  columns.start.data(),
+                  options.fp16_scales,
+                  options.rescale_rounds,
+                  options.shift_zero && grid.n_groups == 1};
   }
 
   std::vector<int64_t> moves(static_cast<size_t>(d_out), 0);
@@ -177,16 +227,15 @@ CdStats refine_codes(const Matrix& w, const Matrix& h, const Grid& grid,
         rw.tol =
             std::max(static_cast<float>(options.tol_rel * obj), std::numeric_limits<float>::min());
         rw.moves = 0;
+        rw.steps = 0;
         rw.trace.assign(1, obj);
       }
       const int sweeps = options.kind == CdKind::Cyclic ? options.sweeps : options.warm_sweeps;
       if (sweeps > 0) cdk::cyclic_sweeps(sh, rows, count, sweeps);
       for (int q = 0; q < count; ++q) {
         cdk::Row& rw = rows[q];
-        if (options.kind == CdKind::Greedy || (options.kind == CdKind::Block && sh.k == 1))
-          cdk::greedy_row(sh, rw, max_steps);
-        else if (options.kind == CdKind::Block)
-          cdk::block_row(sh, rw, max_steps);
+        if (options.kind != CdKind::Cyclic) cdk::descend(sh, rw);
+        if (rescale) cdk::refit_row(sh, rw);
         for (int64_t j = 0; j < n; ++j)
           codes[static_cast<size_t>(rw.row * n + j)] = static_cast<uint8_t>(rw.st.c[j]);
         moves[rw.row] = rw.moves;
@@ -231,8 +280,17 @@ CdKind kind_of(Method m) {
 
 // The starting point: grid and codes of Rtn, Owc or Gptq. Returns the damping in use (GPTQ
 // may have raised it), so that CD minimises the very objective GPTQ did.
+// The gradient from GPTQ's factors (gptq_gradient) carries the float rounding of W, about
+// 2^bits times smaller than the quantization error e: fine up to 6 bits (~1e-6 of e), too
+// coarse for 8-bit grids (~3e-5 measured), which take the full product instead.
+bool gradient_from_gptq(const SolverOptions& options) {
+  const int maxq = options.fixed_grid ? options.fixed_grid->maxq : options.grid.maxq();
+  return maxq <= 63;
+}
+
+// A GPTQ start keeps its factors in `gptq`, from which the refinement gets its gradient.
 double start_point(const Matrix& w, const Matrix& h, Method init, const SolverOptions& options,
-                   SolveResult& res) {
+                   SolveResult& res, GptqResult& gptq) {
   switch (init) {
     case Method::Rtn:
     case Method::Owc: {
@@ -243,11 +301,11 @@ double start_point(const Matrix& w, const Matrix& h, Method init, const SolverOp
       return options.percdamp;
     }
     case Method::Gptq: {
-      GptqResult g = gptq_quantize(w, h, options);
-      res.grid = std::move(g.grid);
-      res.codes = std::move(g.codes);
-      res.notes.insert(res.notes.end(), g.notes.begin(), g.notes.end());
-      return g.percdamp;
+      gptq = gptq_quantize(w, h, options, gradient_from_gptq(options));
+      res.grid = std::move(gptq.grid);
+      res.codes = std::move(gptq.codes);
+      res.notes.insert(res.notes.end(), gptq.notes.begin(), gptq.notes.end());
+      return gptq.percdamp;
     }
     default:
       fail("cd_init must be rtn, owc or gptq, got '{}'", method_name(init));
@@ -259,7 +317,9 @@ double start_point(const Matrix& w, const Matrix& h, Method init, const SolverOp
 void solve_cd_family(const Matrix& w, const Matrix& h, Method method, const SolverOptions& options,
                      SolveResult& res) {
   const bool owc = method == Method::OwcCd || method == Method::OwcBcd;
-  const double percdamp = start_point(w, h, owc ? Method::Owc : options.cd_init, options, res);
+  GptqResult gptq;
+  const double percdamp =
+      start_point(w, h, owc ? Method::Owc : options.cd_init, options, res, gptq);
 
   const auto t0 = std::chrono::steady_clock::now();
   const PreparedHessian ph = prepare_hessian(h, percdamp);
@@ -275,6 +335,15 @@ void solve_cd_family(const Matrix& w, const Matrix& h, Method method, const Solv
   co.sweeps = options.cyclic_sweeps;
   co.warm_sweeps = options.cd_warm_sweeps;
   co.threads = options.threads;
+  std::vector<float> g0;
+  if (gptq.u.rows > 0) {
+    g0 = gptq_gradient(gptq, cdk::padded(w.cols));
+    co.initial_gradient = &g0;
+  }
+  // A fixed grid (GGUF block scales, or a caller's) is kept: codes only there.
+  co.rescale_rounds = options.fixed_grid == nullptr ? options.cd_rescale_rounds : 0;
+  co.shift_zero = !options.grid.symmetric && !std::getenv("CDQ_NOSHIFT");
+  co.fp16_scales = options.grid.fp16_scales;
   const CdStats st = refine_codes(ph.dead_count() > 0 ? w_live : w, ph.h, res.grid, res.codes, co);
   res.seconds_refine = seconds_since(t0);
   res.convergence = st.convergence;

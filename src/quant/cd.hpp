@@ -31,7 +31,19 @@ struct CdOptions {
   // A move is accepted only when it lowers the row objective by more than
   // tol_rel * (the row's starting objective): no float ping-pong, guaranteed termination.
   double tol_rel = 1e-6;
+  // Rounds of scale refit: after the descent, every group scale of a row moves to its optimum
+  // for the current codes (zero points stay), then the descent resumes; repeated at most this
+  // many times, stopping early when no scale moves. Needs an integer grid. 0: codes only.
+  int rescale_rounds = 0;
+  bool fp16_scales = false;  // refitted scales are rounded to fp16 (formats that store fp16)
+  // With rescale_rounds > 0 on a per-channel grid: also try zero point -1 and +1 per row (the
+  // codes shift along, so only codes clamped at the ends change value), refit and descend
+  // again, and keep what lowers the row objective. Off for symmetric grids (zero is fixed).
+  bool shift_zero = false;
   int threads = 0;  // 0: OpenMP default
+  // G = (Q - W) H [d_out, padded d_in] when the caller has it cheaper than the product
+  // (a GPTQ start: gptq_gradient); consumed. Null: computed here.
+  std::vector<float>* initial_gradient = nullptr;
 };
 
 // One accepted move, as seen by an observer: the block (size 1 for greedy and cyclic moves),
@@ -55,11 +67,11 @@ struct CdStats {
   double final_objective = 0.0;     // damped, as tracked by the accepted decreases
 };
 
-// Refines codes [d_out, d_in] on `grid` in place. W [d_out, d_in] (dead columns already
-// zeroed), H [d_in, d_in] the damped, positive-definite Hessian the objective uses.
-CdStats refine_codes(const Matrix& w, const Matrix& h, const Grid& grid,
-                     std::vector<uint8_t>& codes, const CdOptions& options,
-                     const CdObserver* observer = nullptr);
+// Refines codes [d_out, d_in] on `grid` in place (and the grid's scales when
+// options.rescale_rounds > 0). W [d_out, d_in] (dead columns already zeroed), H [d_in, d_in]
+// the damped, positive-definite Hessian the objective uses.
+CdStats refine_codes(const Matrix& w, const Matrix& h, Grid& grid, std::vector<uint8_t>& codes,
+                     const CdOptions& options, const CdObserver* observer = nullptr);
 
 // For each coordinate i, the bcd_block - 1 other coordinates most correlated with it
 // (largest |H_ij| / sqrt(H_ii H_jj), ties to the lower index): BCD's block around seed i is

@@ -8,6 +8,18 @@
 
 namespace cdq::cdk {
 
+// Scale refit data (cd_rescale.cpp). grid is written, but each row only touches its own
+// entries. hw: rows of W H [d_out, ld], needed for single-group (per-channel) grids only.
+struct Rescale {
+  Grid* grid = nullptr;  // null: codes only
+  const float* hw = nullptr;
+  const int32_t* cols = nullptr;   // columns of every group, group after group
+  const int64_t* start = nullptr;  // [n_groups + 1] offsets into cols
+  bool fp16 = false;               // stored scales are rounded to fp16
+  int rounds = 0;                  // rescale + descent rounds (CdOptions::rescale_rounds)
+  bool shift_zero = false;         // per-channel asymmetric rows also try zero +- 1
+};
+
 // Read-only data shared by all rows.
 struct Shared {
   const Matrix* h = nullptr;  // damped H [n, n]
@@ -21,6 +33,11 @@ struct Shared {
   int k = 1;
   const int32_t* partners = nullptr;
   const float* block_inv = nullptr;
+  // The descent every row runs (and resumes after a scale refit).
+  CdKind kind = CdKind::Greedy;
+  int64_t max_steps = 0;  // Greedy/Block steps per row
+  int sweeps = 0;         // Cyclic passes
+  Rescale rescale;
 };
 
 // Working state of one row.
@@ -30,6 +47,7 @@ struct Row {
   double obj = 0.0;  // damped row objective, tracked through the accepted decreases
   float tol = 0.0f;  // a move must lower obj by more than this
   int64_t moves = 0;
+  int64_t steps = 0;          // moves made by descend() (the warm cyclic sweeps are not counted)
   std::vector<double> trace;  // obj at the start and after every sweep-equivalent
 };
 
@@ -45,6 +63,25 @@ void greedy_row(const Shared& sh, Row& r, int64_t max_steps);
 
 // Block CD on one row, at most max_steps block moves.
 void block_row(const Shared& sh, Row& r, int64_t max_steps);
+
+// Columns of each group of the grid (group_of order), for the scale refit.
+struct RescaleColumns {
+  std::vector<int32_t> cols;
+  std::vector<int64_t> start;
+};
+RescaleColumns group_columns(const Grid& grid);
+
+// Greedy or block descent of one row with the steps left of sh.max_steps; cyclic rows get
+// sh.sweeps passes (the first descent of a batch of cyclic rows runs batched in the caller).
+void descend(const Shared& sh, Row& r);
+
+// Alternates scale refits and descents (sh.rescale.rounds at most), then, when
+// sh.rescale.shift_zero, tries moving the zero point of the row by -1 and +1 (cd_rescale.cpp).
+void refit_row(const Shared& sh, Row& r);
+
+// Refits every group scale of row r to its optimum for the current codes (one pass over the
+// groups); true when some scale moved (each accepted change lowers r.obj by more than r.tol).
+bool rescale_row(const Shared& sh, Row& r);
 
 // BCD per-block data for every seed's block: H_B^{-1} (k*k) then a lower bound of the smallest
 // eigenvalue of H_B (exact for k = 2, 1 / trace(H_B^{-1}) otherwise): [n, k*k + 1].

@@ -117,7 +117,8 @@ void fit_dynamic_groups(const Pass& p, const Matrix& h, const GridSpec& spec, in
 
 }  // namespace
 
-GptqResult gptq_quantize(const Matrix& w, const Matrix& h, const SolverOptions& opt) {
+GptqResult gptq_quantize(const Matrix& w, const Matrix& h, const SolverOptions& opt,
+                         bool keep_factors) {
   const int64_t m = w.rows, n = w.cols;
   CDQ_CHECK(h.rows == n && h.cols == n, "GPTQ: H must be [{}, {}], got [{}, {}]", n, n, h.rows,
             h.cols);
@@ -154,7 +155,7 @@ GptqResult gptq_quantize(const Matrix& w, const Matrix& h, const SolverOptions& 
     wd = permute_columns(wd, res.perm);
     ph.h = permute_symmetric(ph.h, res.perm);
   }
-  const Matrix u = inverse_cholesky_upper(ph);
+  Matrix u = inverse_cholesky_upper(ph);
   res.percdamp = ph.percdamp;
   res.notes = ph.notes;
 
@@ -170,10 +171,13 @@ GptqResult gptq_quantize(const Matrix& w, const Matrix& h, const SolverOptions& 
   const Pass pass{u, res.perm, col_group, res.grid, wd, res.codes, threads};
   const int64_t bs = opt.gptq_block;
   Matrix err(m, std::min(bs, n));
+  if (keep_factors) res.err = Matrix(m, n);
   for (int64_t i1 = 0; i1 < n; i1 += bs) {
     const int64_t i2 = std::min(i1 + bs, n);
     if (dynamic) fit_dynamic_groups(pass, h, spec, i1, i2);
     quantize_block(pass, i1, i2, err);
+    if (keep_factors)
+      for (int64_t r = 0; r < m; ++r) std::copy_n(err.row(r), i2 - i1, res.err.row(r) + i1);
     if (i2 < n) {  // W[:, i2:] -= Err U[i1:i2, i2:]
       const MatrixView e{err.data.data(), m, i2 - i1, err.cols};
       const MatrixView ub{const_cast<float*>(u.row(i1)) + i2, i2 - i1, n - i2, n};
@@ -183,7 +187,25 @@ GptqResult gptq_quantize(const Matrix& w, const Matrix& h, const SolverOptions& 
   if (!fixed)
     for (size_t k = 0; k < res.grid.scale.size(); ++k)
       res.grid.bias[k] = -res.grid.scale[k] * static_cast<float>(res.grid.zero[k]);
+  if (keep_factors) res.u = std::move(u);
   return res;
+}
+
+std::vector<float> gptq_gradient(GptqResult& res, int64_t ld) {
+  const int64_t m = res.err.rows, n = res.err.cols;
+  CDQ_ASSERT(n > 0 && res.u.rows == n && ld >= n && res.perm.size() == static_cast<size_t>(n));
+  const MatrixView e{res.err.data.data(), m, n, n};
+  solve_right_upper_transposed({res.u.data.data(), n, n, n}, e);  // err u^-T
+  std::vector<float> g(static_cast<size_t>(m * ld), 0.0f);
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < m; ++r) {
+    const float* src = res.err.row(r);
+    float* dst = g.data() + r * ld;
+    for (int64_t j = 0; j < n; ++j) dst[res.perm[static_cast<size_t>(j)]] = -src[j];
+  }
+  res.err = Matrix();
+  res.u = Matrix();
+  return g;
 }
 
 }  // namespace cdq
