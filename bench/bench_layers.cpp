@@ -8,6 +8,7 @@
 #include <CLI/CLI.hpp>
 #include <cdquant/solver.hpp>
 #include <cdquant/synthetic.hpp>
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <map>
@@ -57,6 +58,28 @@ std::pair<int64_t, int64_t> parse_shape(const std::string& s) {
   return {std::stoll(s.substr(0, x)), std::stoll(s.substr(x + 1))};
 }
 
+// Solves until min_time seconds have been spent (at least once, at most 15 runs): the result
+// of the last run with the median seconds and seconds_refine (solves are deterministic).
+cdq::SolveResult solve_timed(const cdq::LayerProblem& p, cdq::Method method,
+                             const cdq::SolverOptions& opt, double min_time) {
+  std::vector<double> secs, refine;
+  cdq::SolveResult r;
+  double spent = 0.0;
+  while (secs.empty() || (spent < min_time && secs.size() < 15)) {
+    r = cdq::solve_layer(p.w, p.h, method, opt);
+    secs.push_back(r.seconds);
+    refine.push_back(r.seconds_refine);
+    spent += r.seconds;
+  }
+  const auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  r.seconds = median(secs);
+  r.seconds_refine = median(refine);
+  return r;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -71,6 +94,7 @@ int main(int argc, char** argv) {
   double cd_budget = -1.0;
   int warm = -1;
   int rescale = -1;
+  double min_time = 1.0;
   int group = 0;
   app.add_option("--shapes", shapes, "comma-separated d_out x d_in shapes");
   app.add_option("--bits", bits_list, "comma-separated bit widths");
@@ -83,6 +107,9 @@ int main(int argc, char** argv) {
   app.add_option("--cd-budget", cd_budget, "override SolverOptions.cd_budget");
   app.add_option("--warm-sweeps", warm, "override SolverOptions.cd_warm_sweeps");
   app.add_option("--rescale", rescale, "override SolverOptions.cd_rescale_rounds");
+  app.add_option("--min-time", min_time,
+                 "repeat each solve until this many seconds have passed (at most 15 runs) and "
+                 "report the median times: sub-second solves are too noisy to time once");
   app.add_flag("--quick", quick, "small shapes only (768x768, 2048x768, 768x2048)");
   CLI11_PARSE(app, argc, argv);
   if (quick) shapes = "768x768,2048x768,768x2048";
@@ -127,7 +154,7 @@ int main(int argc, char** argv) {
           if (cd_budget >= 0) opt.cd_budget = cd_budget;
           if (warm >= 0) opt.cd_warm_sweeps = warm;
           if (rescale >= 0) opt.cd_rescale_rounds = rescale;
-          cdq::SolveResult r = cdq::solve_layer(p.w, p.h, spec.method, opt);
+          cdq::SolveResult r = solve_timed(p, spec.method, opt, min_time);
           std::string ratio = "", reduction = "";
           nlohmann::json rec = {{"shape", shape_s},
                                 {"d_out", d_out},
