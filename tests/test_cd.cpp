@@ -244,37 +244,23 @@ TEST(CdBlock, PartnersAreTheMostCorrelatedCoordinates) {
   }
 }
 
-struct Config {
-  int bits;
-  int group;
-  bool sym;
-  bool act_order;
-  int64_t d_in;
-};
-
 // The CD family through solve_layer from GPTQ starts, on several grid layouts.
 TEST(CdFamily, FromGptqNeverWorseAndReportsConsistently) {
-  const Config configs[] = {
+  const GridConfig configs[] = {
       {2, 0, false, false, 8}, {3, 0, false, true, 8},  {4, 16, false, false, 40},
       {3, 16, true, true, 40}, {8, 0, true, false, 12}, {2, 8, false, true, 24},
   };
-  for (const Config& cf : configs) {
+  for (const GridConfig& cf : configs) {
     for (uint64_t seed = 1; seed <= 3; ++seed) {
       const LayerProblem p = small_problem(6, cf.d_in, seed);
-      SolverOptions opt;
-      opt.grid.bits = cf.bits;
-      opt.grid.group_size = cf.group;
-      opt.grid.symmetric = cf.sym;
-      opt.act_order = cf.act_order;
+      SolverOptions opt = cf.options();
       opt.cd_rescale_rounds = 0;  // codes only: the scale refit has its own tests
       const SolveResult gq = solve_layer(p.w, p.h, Method::Gptq, opt);
       const Matrix h = damped(p.h, opt.percdamp);
       const double f_gptq = objective(p.w, h, gq.grid, gq.codes);
       for (Method m : {Method::Cd, Method::Bcd, Method::Cyclic}) {
         const SolveResult r = solve_layer(p.w, p.h, m, opt);
-        const std::string ctx =
-            fmt::format("{} bits={} group={} sym={} ao={} seed={}", method_name(m), cf.bits,
-                        cf.group, cf.sym, cf.act_order, seed);
+        const std::string ctx = fmt::format("{} {} seed={}", method_name(m), cf.name(), seed);
         // Same grid as the GPTQ start, codes on it.
         EXPECT_EQ(r.grid.scale, gq.grid.scale) << ctx;
         EXPECT_EQ(r.grid.g_idx, gq.grid.g_idx) << ctx;

@@ -49,30 +49,17 @@ double best_rescale_gain(const Matrix& w, const Matrix& h, const Grid& grid,
   return worst;
 }
 
-struct Config {
-  int bits;
-  int group;
-  bool sym;
-  bool act_order;
-  int64_t d_in;
-};
-
 TEST(CdRescale, ScalesAndCodesEndJointlyOptimalAndTheObjectiveNeverRises) {
-  const Config configs[] = {
+  const GridConfig configs[] = {
       {2, 0, false, false, 8}, {3, 0, false, true, 10}, {3, 0, true, false, 10},
       {4, 4, false, true, 12}, {3, 5, true, true, 12},  {2, 4, false, false, 10},
   };
-  for (const Config& cf : configs) {
+  for (const GridConfig& cf : configs) {
     for (uint64_t seed = 1; seed <= 3; ++seed) {
       const LayerProblem p = small_problem(6, cf.d_in, seed);
-      SolverOptions opt;
-      opt.grid.bits = cf.bits;
-      opt.grid.group_size = cf.group;
-      opt.grid.symmetric = cf.sym;
-      opt.act_order = cf.act_order;
+      SolverOptions opt = cf.options();
       opt.cd_rescale_rounds = 50;  // enough to converge: ends on a refit that moved nothing
-      const std::string ctx = fmt::format("bits={} group={} sym={} ao={} seed={}", cf.bits,
-                                          cf.group, cf.sym, cf.act_order, seed);
+      const std::string ctx = fmt::format("{} seed={}", cf.name(), seed);
       const SolveResult gq = solve_layer(p.w, p.h, Method::Gptq, opt);
       const SolveResult r = solve_layer(p.w, p.h, Method::Cd, opt);
       const Matrix h = damped(p.h, opt.percdamp);

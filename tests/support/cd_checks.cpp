@@ -1,5 +1,7 @@
 #include "support/cd_checks.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 
 #include "quant/hessian.hpp"
@@ -60,6 +62,19 @@ Grid minmax_grid(const Matrix& w, int bits, int group, bool sym) {
   spec.group_size = group;
   spec.symmetric = sym;
   return fit_grid(w, spec, nullptr);
+}
+
+SolverOptions GridConfig::options() const {
+  SolverOptions opt;
+  opt.grid.bits = bits;
+  opt.grid.group_size = group;
+  opt.grid.symmetric = sym;
+  opt.act_order = act_order;
+  return opt;
+}
+
+std::string GridConfig::name() const {
+  return fmt::format("bits={} group={} sym={} ao={}", bits, group, sym, act_order);
 }
 
 }  // namespace cdq::test

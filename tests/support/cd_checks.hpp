@@ -4,8 +4,10 @@
 
 #include <cdquant/grid.hpp>
 #include <cdquant/matrix.hpp>
+#include <cdquant/solver.hpp>
 #include <cdquant/synthetic.hpp>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace cdq::test {
@@ -28,6 +30,18 @@ double objective(const Matrix& w, const Matrix& h, const Grid& grid,
 // row objective, over all rows (<= 0 at a coordinate-wise optimum).
 double best_single_gain(const Matrix& w, const Matrix& h, const Grid& grid,
                         std::vector<uint8_t> codes);
+
+// A grid layout and GPTQ order for the solver tests, with the problem's d_in.
+struct GridConfig {
+  int bits;
+  int group;
+  bool sym;
+  bool act_order;
+  int64_t d_in;
+
+  SolverOptions options() const;  // bits, group_size, symmetric, act_order set
+  std::string name() const;       // "bits=3 group=16 sym=1 ao=0"
+};
 
 // Min-max integer grid of W.
 Grid minmax_grid(const Matrix& w, int bits, int group = 0, bool sym = false);
