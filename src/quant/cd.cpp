@@ -8,7 +8,6 @@
 #include <cdquant/linalg.hpp>
 #include <chrono>
 #include <cmath>
-#include <cstdlib>
 #include <limits>
 
 #include "quant/cd_impl.hpp"
@@ -278,8 +277,6 @@ CdKind kind_of(Method m) {
   }
 }
 
-// The starting point: grid and codes of Rtn, Owc or Gptq. Returns the damping in use (GPTQ
-// may have raised it), so that CD minimises the very objective GPTQ did.
 // The gradient from GPTQ's factors (gptq_gradient) carries the float rounding of W, about
 // 2^bits times smaller than the quantization error e: fine up to 6 bits (~1e-6 of e), too
 // coarse for 8-bit grids (~3e-5 measured), which take the full product instead.
@@ -288,7 +285,9 @@ bool gradient_from_gptq(const SolverOptions& options) {
   return maxq <= 63;
 }
 
-// A GPTQ start keeps its factors in `gptq`, from which the refinement gets its gradient.
+// The starting point: grid and codes of Rtn, Owc or Gptq. Returns the damping in use (GPTQ
+// may have raised it), so that CD minimises the very objective GPTQ did. A GPTQ start keeps
+// its factors in `gptq`, from which the refinement gets its gradient.
 double start_point(const Matrix& w, const Matrix& h, Method init, const SolverOptions& options,
                    SolveResult& res, GptqResult& gptq) {
   switch (init) {
@@ -342,7 +341,7 @@ void solve_cd_family(const Matrix& w, const Matrix& h, Method method, const Solv
   }
   // A fixed grid (GGUF block scales, or a caller's) is kept: codes only there.
   co.rescale_rounds = options.fixed_grid == nullptr ? options.cd_rescale_rounds : 0;
-  co.shift_zero = !options.grid.symmetric && !std::getenv("CDQ_NOSHIFT");
+  co.shift_zero = !options.grid.symmetric;
   co.fp16_scales = options.grid.fp16_scales;
   const CdStats st = refine_codes(ph.dead_count() > 0 ? w_live : w, ph.h, res.grid, res.codes, co);
   res.seconds_refine = seconds_since(t0);
