@@ -75,21 +75,27 @@ TEST(Eval, PerplexityMatchesReferenceLogits) {
   ASSERT_EQ(r.windows, 3);
   ASSERT_EQ(r.scored, 3 * (ctx - 1));
 
-  // The same NLL from the token-by-token reference and a hand-written log-softmax.
-  double nll = 0.0;
+  // The same NLL and entropy from the token-by-token reference and a hand-written softmax.
+  double nll = 0.0, entropy = 0.0;
   for (int w = 0; w < 3; ++w) {
     std::vector<int> win = {m.config.bos_id};
     win.insert(win.end(), stream.begin() + w * (ctx - 1), stream.begin() + (w + 1) * (ctx - 1));
     const auto logits = test::reference_logits(m, win);
     for (int t = 0; t + 1 < ctx; ++t) {
+      const auto& row = logits[static_cast<size_t>(t)];
       double z = 0.0;
-      for (double v : logits[static_cast<size_t>(t)]) z += std::exp(v);
-      nll += std::log(z) - logits[static_cast<size_t>(t)][static_cast<size_t>(win[t + 1])];
+      for (double v : row) z += std::exp(v);
+      nll += std::log(z) - row[static_cast<size_t>(win[t + 1])];
+      for (double v : row) entropy -= std::exp(v) / z * (v - std::log(z));
     }
   }
   nll /= static_cast<double>(r.scored);
-  // Logits agree to ~1e-6 of their scale (test_forward), so the mean NLL agrees to ~1e-5.
+  entropy /= static_cast<double>(r.scored);
+  // Logits agree to ~1e-6 of their scale (test_forward), so the means agree to ~1e-5.
   EXPECT_NEAR(r.nll, nll, 1e-4);
+  EXPECT_NEAR(r.entropy, entropy, 1e-4);
+  EXPECT_GT(r.entropy, 0.0);
+  EXPECT_LT(r.entropy, std::log(m.config.vocab_size));
   EXPECT_NEAR(r.ppl, std::exp(nll), 1e-4 * std::exp(nll));
   // A trained model on English text does far better than uniform guessing.
   EXPECT_LT(r.ppl, m.config.vocab_size / 4.0);
@@ -106,6 +112,7 @@ TEST(Eval, KlOfModelWithItselfIsZero) {
   EXPECT_EQ(r.kl, 0.0);
   EXPECT_EQ(r.top1, 1.0);
   EXPECT_EQ(r.nll_other, r.nll);
+  EXPECT_EQ(r.entropy_other, r.entropy);
 }
 
 TEST(Eval, KlGrowsWithPerturbation) {

@@ -43,7 +43,7 @@ std::function<void(int, int)> progress_printer(bool quiet) {
 
 void run_eval(const EvalFlags& f) {
   // The tokenizer: --tokenizer, the one inside a GGUF model, or the one beside the model.
-  const std::string tok_path = !f.tokenizer.empty()  ? f.tokenizer
+  const std::string tok_path = !f.tokenizer.empty()    ? f.tokenizer
                                : is_gguf_file(f.model) ? f.model
                                                        : find_tokenizer_for(f.model);
   const auto tokenizer = load_model_tokenizer(f.model, f.tokenizer);
@@ -79,23 +79,21 @@ void run_eval(const EvalFlags& f) {
     j["scored"] = r.scored;
     j["nll"] = r.nll;
     j["ppl"] = r.ppl;
+    j["entropy"] = r.entropy;
     if (r.compared) {
-      j["quantized"] = {{"path", f.quantized},
-                        {"nll", r.nll_other},
-                        {"ppl", r.ppl_other},
-                        {"kl", r.kl},
-                        {"top1", r.top1}};
+      j["quantized"] = {{"path", f.quantized},        {"nll", r.nll_other}, {"ppl", r.ppl_other},
+                        {"entropy", r.entropy_other}, {"kl", r.kl},         {"top1", r.top1}};
     }
     fmt::print("{}\n", j.dump());
     return;
   }
   std::string line = fmt::format(
-      "ppl {:.4f} (nll {:.5f} nats/token) over {} windows x {} "
+      "ppl {:.4f} (nll {:.5f}, entropy {:.5f} nats/token) over {} windows x {} "
       "tokens, {} scored",
-      r.ppl, r.nll, r.windows, r.ctx, r.scored);
+      r.ppl, r.nll, r.entropy, r.windows, r.ctx, r.scored);
   if (r.compared)
-    line +=
-        fmt::format(" | quantized ppl {:.4f}, KL {:.6f}, top-1 {:.4f}", r.ppl_other, r.kl, r.top1);
+    line += fmt::format(" | quantized ppl {:.4f} (entropy {:.5f}), KL {:.6f}, top-1 {:.4f}",
+                        r.ppl_other, r.entropy_other, r.kl, r.top1);
   fmt::print("{}\n", line);
 }
 

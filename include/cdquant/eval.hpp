@@ -34,9 +34,11 @@ struct EvalResult {
   int64_t scored = 0;      // scored positions (next-token predictions)
   double nll = 0.0;        // mean negative log-likelihood, nats per token
   double ppl = 0.0;        // exp(nll)
+  double entropy = 0.0;    // mean entropy of the predicted distribution, nats (its sharpness)
   bool compared = false;   // a second model was given
   double nll_other = 0.0;  // the second model's mean NLL on the same positions
   double ppl_other = 0.0;
+  double entropy_other = 0.0;
   double kl = 0.0;    // mean over positions of KL(P_model || P_other), nats
   double top1 = 0.0;  // fraction of positions where both argmaxes agree
 };

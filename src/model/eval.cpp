@@ -42,7 +42,7 @@ int64_t argmax(const float* v, int64_t n) {
 
 // Sums over the scored positions of one window.
 struct WindowSums {
-  double nll = 0.0, nll_other = 0.0, kl = 0.0;
+  double nll = 0.0, nll_other = 0.0, kl = 0.0, entropy = 0.0, entropy_other = 0.0;
   int64_t agree = 0, scored = 0;
 };
 
@@ -50,25 +50,30 @@ struct WindowSums {
 WindowSums score_window(const std::vector<int>& w, const Matrix& a, int64_t row0, const Matrix* b) {
   const int64_t n = static_cast<int64_t>(w.size()) - 1;  // position t predicts w[t + 1]
   const int64_t vocab = a.cols;
-  double nll = 0.0, nll_b = 0.0, kl = 0.0;
+  double nll = 0.0, nll_b = 0.0, kl = 0.0, ent = 0.0, ent_b = 0.0;
   int64_t agree = 0;
-#pragma omp parallel for schedule(static) reduction(+ : nll, nll_b, kl, agree) if (n * vocab >= (1 << 18))
+#pragma omp parallel for schedule(static) reduction(+ : nll, nll_b, kl, ent, ent_b, agree) if (n * vocab >= (1 << 18))
   for (int64_t t = 0; t < n; ++t) {
     const size_t target = static_cast<size_t>(w[static_cast<size_t>(t + 1)]);
     const std::vector<double> lp = log_softmax_row(a.row(row0 + t), vocab);
     nll -= lp[target];
+    std::vector<double> p(static_cast<size_t>(vocab));
+    for (size_t j = 0; j < p.size(); ++j) {
+      p[j] = std::exp(lp[j]);
+      ent -= p[j] * lp[j];
+    }
     if (b == nullptr) continue;
     const std::vector<double> lq = log_softmax_row(b->row(row0 + t), vocab);
     nll_b -= lq[target];
     double k = 0.0;
-    for (int64_t j = 0; j < vocab; ++j) {
-      const double p = std::exp(lp[static_cast<size_t>(j)]);
-      k += p * (lp[static_cast<size_t>(j)] - lq[static_cast<size_t>(j)]);
+    for (size_t j = 0; j < p.size(); ++j) {
+      k += p[j] * (lp[j] - lq[j]);
+      ent_b -= std::exp(lq[j]) * lq[j];
     }
     kl += k;
     agree += argmax(a.row(row0 + t), vocab) == argmax(b->row(row0 + t), vocab) ? 1 : 0;
   }
-  return {nll, nll_b, kl, agree, n};
+  return {nll, nll_b, kl, ent, ent_b, agree, n};
 }
 
 }  // namespace
@@ -118,6 +123,8 @@ EvalResult evaluate(const Model& model, std::span<const int> stream, const EvalO
       total.nll += s.nll;
       total.nll_other += s.nll_other;
       total.kl += s.kl;
+      total.entropy += s.entropy;
+      total.entropy_other += s.entropy_other;
       total.agree += s.agree;
       total.scored += s.scored;
     }
@@ -127,10 +134,12 @@ EvalResult evaluate(const Model& model, std::span<const int> stream, const EvalO
   r.scored = total.scored;
   r.nll = total.nll / n;
   r.ppl = std::exp(r.nll);
+  r.entropy = total.entropy / n;
   if (other != nullptr) {
     r.compared = true;
     r.nll_other = total.nll_other / n;
     r.ppl_other = std::exp(r.nll_other);
+    r.entropy_other = total.entropy_other / n;
     r.kl = total.kl / n;
     r.top1 = static_cast<double>(total.agree) / n;
   }
