@@ -277,7 +277,9 @@ TEST(CdFamily, FromGptqNeverWorseAndReportsConsistently) {
         for (size_t k = 1; k < r.convergence.size(); ++k)
           EXPECT_LE(r.convergence[k], r.convergence[k - 1]) << ctx;
         EXPECT_GE(r.seconds, r.seconds_refine) << ctx;
-        if (cf.d_in <= 12) EXPECT_LE(best_single_gain(p.w, h, r.grid, r.codes), kStopTol) << ctx;
+        if (cf.d_in <= 12) {
+          EXPECT_LE(best_single_gain(p.w, h, r.grid, r.codes), kStopTol) << ctx;
+        }
       }
     }
   }

@@ -4,6 +4,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cdquant/ggml_quants.hpp>
 #include <cdquant/half.hpp>
 #include <cdquant/solver.hpp>
 #include <cmath>
@@ -132,6 +133,39 @@ TEST(CdRescale, CyclicRefitsToo) {
   opt.cd_rescale_rounds = 4;
   const SolveResult refit = solve_layer(p.w, p.h, Method::Cyclic, opt);
   EXPECT_LT(refit.objective, plain.objective);
+}
+
+// ggml's Q4_0/Q5_0/Q8_0 store each block's d as a free fp16 (often negative: the rule divides
+// the signed extreme by -8, -16, -127). Refitting it lowers the objective, keeps the type's
+// zero, and the file's bytes decode to exactly the solver's weights.
+TEST(CdRescale, RefitsTheFreeScalesOfGgmlBlocks) {
+  const LayerProblem p = make_synthetic_problem(16, 96, SyntheticOptions{});
+  for (GgmlType t : {GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q8_0}) {
+    SCOPED_TRACE(ggml_type_name(t));
+    QuantizedBlocks qb = choose_block_scales(p.w, t, nullptr);
+    const Grid grid = qb.to_grid();
+    SolverOptions opt;
+    opt.fixed_grid = &grid;
+    const SolveResult codes_only = solve_layer(p.w, p.h, Method::Cd, opt);
+    EXPECT_EQ(codes_only.grid.scale, grid.scale);
+    opt.fixed_scales_free = true;
+    const SolveResult refit = solve_layer(p.w, p.h, Method::Cd, opt);
+    EXPECT_LT(refit.objective, codes_only.objective);
+    EXPECT_EQ(refit.grid.zero, grid.zero);
+    int moved_negative = 0;
+    for (size_t k = 0; k < grid.scale.size(); ++k) {
+      const float s = refit.grid.scale[k];
+      EXPECT_EQ(s, fp16_to_float(float_to_fp16(s)));
+      EXPECT_EQ(s > 0.0f, grid.scale[k] > 0.0f);
+      moved_negative += grid.scale[k] < 0.0f && s != grid.scale[k];
+    }
+    if (t != GgmlType::Q8_0) {  // Q8_0's d = amax / 127 is never negative
+      EXPECT_GT(moved_negative, 0);
+    }
+    qb.take_scales(refit.grid);
+    const Matrix back = dequantize_tensor(t, pack_codes(qb, refit.codes), p.w.rows, p.w.cols);
+    EXPECT_EQ(back.data, refit.q.data);
+  }
 }
 
 TEST(CdRescale, RefusesABlockFormatGrid) {

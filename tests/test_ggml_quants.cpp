@@ -534,6 +534,26 @@ TEST(GgmlReference, FloatTypesConvert) {
   EXPECT_EQ(back.data, w.data);
 }
 
+TEST(GgmlQuants, TakeScalesStoresOnlyWhatTheTypeCanHold) {
+  Matrix w(2, 64);
+  for (size_t i = 0; i < w.data.size(); ++i) w.data[i] = std::sin(0.37f * static_cast<float>(i));
+  QuantizedBlocks qb = choose_block_scales(w, GgmlType::Q4_0, nullptr);
+  Grid grid = qb.to_grid();
+  grid.scale[3] = fp16_to_float(float_to_fp16(grid.scale[3] * 1.25f));
+  qb.take_scales(grid);
+  EXPECT_EQ(fp16_to_float(qb.d[3]), grid.scale[3]);
+  grid.scale[1] *= 1.0001f;  // between two fp16 values
+  EXPECT_THAT(error_of([&] { qb.take_scales(grid); }), HasSubstr("cannot be stored"));
+  grid = qb.to_grid();
+  grid.zero[0] = 7;
+  EXPECT_THAT(error_of([&] { qb.take_scales(grid); }), HasSubstr("cannot be stored"));
+  EXPECT_THAT(error_of([&] { qb.take_scales(make_grid_layout(2, 32, 32, 15)); }),
+              HasSubstr("not laid out"));
+  Matrix wk(1, 256, 0.5f);
+  QuantizedBlocks k = choose_block_scales(wk, GgmlType::Q4_K, nullptr);
+  EXPECT_THAT(error_of([&] { k.take_scales(k.to_grid()); }), HasSubstr("not free"));
+}
+
 TEST(GgmlQuants, BadInputsRejected) {
   EXPECT_THAT(error_of([] { choose_block_scales(Matrix(2, 100), GgmlType::Q4_0, nullptr); }),
               HasSubstr("multiple of 32"));

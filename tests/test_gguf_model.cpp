@@ -289,8 +289,11 @@ TEST(GgufModel, QuantizedFilesDecodeToTheSolversWeights) {
   const auto vocab = load_tokenizer(stories_tokenizer_path())->vocab();
   const auto windows = stories_calibration();
   const Model original = load_model(test::stories260k_path());
-  const std::pair<const char*, Method> runs[] = {
-      {"Q8_0", Method::Rtn}, {"Q8_0", Method::Cd}, {"Q4_0", Method::Gptq}, {"Q4_K", Method::Cd}};
+  const std::pair<const char*, Method> runs[] = {{"Q8_0", Method::Rtn},
+                                                 {"Q8_0", Method::Cd},
+                                                 {"Q4_0", Method::Gptq},
+                                                 {"Q4_0", Method::Cd},
+                                                 {"Q4_K", Method::Cd}};
   for (const auto& [type, m] : runs) {
     {
       SCOPED_TRACE(std::string(type) + " " + method_name(m));

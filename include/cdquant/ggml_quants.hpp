@@ -44,6 +44,9 @@ struct GgmlTypeTraits {
   int type_size;     // bytes per block
   int group_size;    // weights per sub-block sharing one (scale, bias); 0 for float types
   int maxq;          // codes 0..maxq on the grid; 0 for float types
+  // Each group's scale is its block's own fp16 d and its zero a constant (Q4_0, Q5_0, Q8_0),
+  // so a solver may refit the scales: QuantizedBlocks::take_scales stores them.
+  bool free_group_scale;
   bool quantized() const { return group_size > 0; }
 };
 
@@ -79,6 +82,10 @@ struct QuantizedBlocks {
   // The grid of values this type can decode with these block parameters (one group per
   // sub-block): grid.value(r, c, q) equals the decoded float bit for bit.
   Grid to_grid() const;
+  // Stores the scales of a grid of the same layout (a solver's refit of to_grid()) as the
+  // block scales d. Types with free_group_scale only; throws Error unless every scale is an
+  // fp16 value and every zero point the type's own.
+  void take_scales(const Grid& grid);
 };
 
 // Chooses the block parameters of W [d_out, d_in] (d_in a multiple of the block size) by the

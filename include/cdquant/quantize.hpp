@@ -35,10 +35,17 @@ struct LayerProgress {
   double eta = 0.0;      // estimated seconds left
 };
 
+// A grid a format fixes for one linear. free_scales: its scales are free fp16 values the CD
+// family may refit (SolverOptions::fixed_scales_free); the writer then stores the result's grid.
+struct FixedGrid {
+  Grid grid;
+  bool free_scales = false;
+};
+
 // Chooses a fixed grid for one linear (e.g. a GGUF block format) or nullopt for the solver's
 // own grid (options.solver.grid).
-using GridChooser =
-    std::function<std::optional<Grid>(int layer, Linear linear, const Matrix& w, const Matrix& h)>;
+using GridChooser = std::function<std::optional<FixedGrid>(int layer, Linear linear,
+                                                           const Matrix& w, const Matrix& h)>;
 
 // Receives each finished block: its weights with every linear replaced by the dequantized
 // quantized one, and the solved linears (codes + grids).

@@ -41,7 +41,11 @@ struct SolverOptions {
   // current codes (zero points kept), then descend again". 0: codes only, on the start's grid.
   int cd_rescale_rounds = 4;
   const Grid* fixed_grid = nullptr;  // when set, every solver picks codes on this grid
-  int threads = 0;                   // 0: OpenMP default
+  // fixed_grid is an integer grid whose scales the format stores as free fp16 values (ggml
+  // Q4_0/Q5_0/Q8_0 block scales d): the CD family may refit them as on its own grids (zero
+  // points kept, scales rounded to fp16). false: every scale of fixed_grid is kept.
+  bool fixed_scales_free = false;
+  int threads = 0;  // 0: OpenMP default
 };
 
 struct SolveResult {

@@ -5,7 +5,9 @@
 //
 // A quantized linear's grid is its type's block scales (choose_block_scales, with importance
 // diag(H) when asked), so any solver picks codes that decode exactly to what ggml decodes; the
-// QuantizedBlocks wait in `pending` until the block is written with pack_codes. A linear that
+// QuantizedBlocks wait in `pending` until the block is written with pack_codes. Q4_0, Q5_0 and
+// Q8_0 blocks store a free fp16 d per 32 weights: the CD family refits it along with the codes
+// and the writer stores the result's scales (take_scales). A linear that
 // falls back to a float type gets a degenerate grid (one column per group, maxq 0, bias = the
 // weight rounded to that type), so the solvers leave it as the rounded weight.
 #include <algorithm>
@@ -102,10 +104,11 @@ struct GgufModelWriter::Impl {
       const std::string p = fmt::format("blk.{}.", i);
       out.add_tensor(p + "attn_norm.weight", {d}, GgmlType::F32);
       for (Linear l : kAllLinears) {
-        const BlockShape s = shape(l);
-        out.add_tensor(gguf_linear_name(i, l), {s.cols, s.rows}, plan.linear(i, l));
+        const LinearShape s = linear_shape(config, l);  // GGUF lists dims innermost first
+        const auto rows = static_cast<uint64_t>(s.out), cols = static_cast<uint64_t>(s.in);
+        out.add_tensor(gguf_linear_name(i, l), {cols, rows}, plan.linear(i, l));
         if (config.qkv_bias && (l == Linear::Q || l == Linear::K || l == Linear::V))
-          out.add_tensor(bias_name(i, l), {s.rows}, GgmlType::F32);
+          out.add_tensor(bias_name(i, l), {rows}, GgmlType::F32);
         if (l == Linear::O) out.add_tensor(p + "ffn_norm.weight", {d}, GgmlType::F32);
       }
     }
@@ -113,29 +116,6 @@ struct GgufModelWriter::Impl {
     if (!config.tied_embeddings) out.add_tensor("output.weight", {d, v}, plan.output());
   }
 
-  struct BlockShape {
-    uint64_t rows, cols;
-  };
-  BlockShape shape(Linear l) const {
-    const auto d = static_cast<uint64_t>(config.dim), h = static_cast<uint64_t>(config.hidden_dim);
-    const auto q = static_cast<uint64_t>(config.q_dim()),
-               kv = static_cast<uint64_t>(config.kv_dim());
-    switch (l) {
-      case Linear::Q:
-        return {q, d};
-      case Linear::K:
-      case Linear::V:
-        return {kv, d};
-      case Linear::O:
-        return {d, q};
-      case Linear::Gate:
-      case Linear::Up:
-        return {h, d};
-      case Linear::Down:
-        return {d, h};
-    }
-    return {0, 0};
-  }
   static std::string bias_name(int layer, Linear l) {
     const char* n = l == Linear::Q ? "attn_q" : l == Linear::K ? "attn_k" : "attn_v";
     return fmt::format("blk.{}.{}.bias", layer, n);
@@ -144,13 +124,15 @@ struct GgufModelWriter::Impl {
     return gguf_rotate_half(arch) && (l == Linear::Q || l == Linear::K);
   }
 
-  std::optional<Grid> choose(int layer, Linear l, const Matrix& w, const Matrix& h) {
+  // The type's block scales as the grid to solve on; the free fp16 d of Q4_0/Q5_0/Q8_0 may be
+  // refitted by the solver (linear_bytes stores the result's scales).
+  std::optional<FixedGrid> choose(int layer, Linear l, const Matrix& w, const Matrix& h) {
     const GgmlType t = plan.linear(layer, l);
-    if (!ggml_traits(t).quantized()) return float_grid(w, t);
+    if (!ggml_traits(t).quantized()) return FixedGrid{float_grid(w, t), false};
     std::vector<float> imp;
     if (options.importance) imp = importance_of(h);
     QuantizedBlocks qb = choose_block_scales(w, t, imp.empty() ? nullptr : imp.data());
-    Grid g = qb.to_grid();
+    FixedGrid g{qb.to_grid(), ggml_traits(t).free_group_scale};
     qb.codes = {};  // the solver's codes replace the rule's own
     pending[{layer, static_cast<int>(l)}] = std::move(qb);
     return g;
@@ -166,6 +148,7 @@ struct GgufModelWriter::Impl {
       CDQ_CHECK(it != pending.end(),
                 "GGUF writer: {} was not solved on its {} grid (grid chooser not used?)",
                 gguf_linear_name(layer, l), ggml_type_name(t));
+      if (ggml_traits(t).free_group_scale) it->second.take_scales(r->grid);
       bytes = pack_codes(it->second, r->codes);
     } else {
       // Float types: the block already holds the rounded weights (solved on float_grid).

@@ -69,9 +69,12 @@ LinearResult solve_linear(int layer, Linear l, BlockWeights& block, const Matrix
                           const QuantizeOptions& options) {
   Matrix& w = block.linear(l);
   SolverOptions so = options.solver;
-  std::optional<Grid> fixed;
+  std::optional<FixedGrid> fixed;
   if (options.choose_grid) fixed = options.choose_grid(layer, l, w, h);
-  if (fixed) so.fixed_grid = &*fixed;
+  if (fixed) {
+    so.fixed_grid = &fixed->grid;
+    so.fixed_scales_free = fixed->free_scales;
+  }
   SolveResult r = solve_layer(w, h, options.method, so);
   LinearResult out;
   out.layer = layer;

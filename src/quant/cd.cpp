@@ -179,7 +179,8 @@ CdStats refine_codes(const Matrix& w, const Matrix& h, Grid& grid, std::vector<u
   sh.sweeps = options.sweeps;
   const bool rescale = options.rescale_rounds > 0;
   CDQ_CHECK(!rescale || grid.is_integer_grid(),
-            "the scale refit needs a uniform integer grid (not a GGUF block grid)");
+            "the scale refit needs a uniform integer grid (not a scale/bias grid such as ggml's "
+            "Q4_1 or K-quant blocks)");
   cdk::RescaleColumns columns;
   std::vector<float> hw;
   if (rescale) {
@@ -339,10 +340,12 @@ void solve_cd_family(const Matrix& w, const Matrix& h, Method method, const Solv
     g0 = gptq_gradient(gptq, cdk::padded(w.cols));
     co.initial_gradient = &g0;
   }
-  // A fixed grid (GGUF block scales, or a caller's) is kept: codes only there.
-  co.rescale_rounds = options.fixed_grid == nullptr ? options.cd_rescale_rounds : 0;
-  co.shift_zero = !options.grid.symmetric;
-  co.fp16_scales = options.grid.fp16_scales;
+  // A fixed grid (GGUF block scales, or a caller's) is kept, codes only, unless its format
+  // stores free fp16 scales; its zero points (the format's constants) never move.
+  const bool fixed = options.fixed_grid != nullptr;
+  co.rescale_rounds = !fixed || options.fixed_scales_free ? options.cd_rescale_rounds : 0;
+  co.shift_zero = !fixed && !options.grid.symmetric;
+  co.fp16_scales = fixed ? options.fixed_scales_free : options.grid.fp16_scales;
   const CdStats st = refine_codes(ph.dead_count() > 0 ? w_live : w, ph.h, res.grid, res.codes, co);
   res.seconds_refine = seconds_since(t0);
   res.convergence = st.convergence;

@@ -25,11 +25,13 @@ namespace cdq::cdk {
 namespace {
 
 // The new scale s (1 + mu), rounded as the format will store it; s itself when it would not
-// stay positive and finite.
+// stay finite, nonzero and of the same sign (ggml's Q4_0/Q5_0/Q8_0 block scales may be
+// negative: their rule divides the signed extreme by -8, -16 or -127).
 float realised_scale(float s, double mu, bool fp16) {
   float s_new = static_cast<float>(static_cast<double>(s) * (1.0 + mu));
   if (fp16) s_new = fp16_to_float(float_to_fp16(s_new));
-  return s_new > 0.0f && std::isfinite(s_new) ? s_new : s;
+  const bool same_sign = s > 0.0f ? s_new > 0.0f : s_new < 0.0f;
+  return same_sign && std::isfinite(s_new) ? s_new : s;
 }
 
 // The relative step s_new / s - 1 that was realised (exact in double).

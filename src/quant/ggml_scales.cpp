@@ -482,4 +482,21 @@ Grid QuantizedBlocks::to_grid() const {
   return g;
 }
 
+void QuantizedBlocks::take_scales(const Grid& grid) {
+  const GgmlTypeTraits& tr = ggml_traits(type);
+  CDQ_CHECK(tr.free_group_scale, "{} block scales are not free per group", tr.name);
+  CDQ_CHECK(grid.d_out == rows && grid.d_in == cols && grid.n_groups == groups_per_row() &&
+                grid.is_integer_grid(),
+            "{} block scales: the grid is not laid out as this [{}, {}] tensor's blocks", tr.name,
+            rows, cols);
+  const int zero = symmetric_zero(type);
+  for (size_t k = 0; k < d.size(); ++k) {  // one group per block
+    const uint16_t bits = float_to_fp16(grid.scale[k]);
+    CDQ_CHECK(grid.zero[k] == zero && fp16_to_float(bits) == grid.scale[k],
+              "{} block {}: scale {} / zero {} cannot be stored (fp16 d, zero {})", tr.name, k,
+              grid.scale[k], grid.zero[k], zero);
+    d[k] = bits;
+  }
+}
+
 }  // namespace cdq
