@@ -2,10 +2,8 @@
 #include "io/model_hf.hpp"
 
 #include <cdquant/error.hpp>
-#include <cdquant/gptq_format.hpp>
 #include <cdquant/safetensors.hpp>
 #include <cdquant/text_file.hpp>
-#include <cstring>
 #include <filesystem>
 
 namespace cdq {
@@ -73,8 +71,6 @@ class HfReader final : public ModelReader {
       fail("{}: invalid JSON: {}", cfg_path, e.what());
     }
     config_ = hf_model_config(j, cfg_path);
-    if (j.contains("quantization_config") && j["quantization_config"].is_object())
-      quant_ = j["quantization_config"];
     st_ = std::make_unique<SafetensorsDir>(path);
     if (!j.contains("tie_word_embeddings"))  // not stated: tied exactly when lm_head is absent
       config_.tied_embeddings = !st_->contains("lm_head.weight");
@@ -138,55 +134,19 @@ class HfReader final : public ModelReader {
               path_, name, m.rows, m.cols, rows, cols);
   }
 
-  // A float linear (prefix.weight) or a GPTQ one (prefix.qweight ...), as [out, in] floats.
+  // A float linear (prefix.weight) as [out, in]. GPTQ-packed checkpoints (qweight ...) are
+  // read by the GPTQ reader (open_model picks it from quantization_config).
   Matrix linear(const std::string& prefix) const {
     if (st_->contains(prefix + ".weight")) return st_->read_matrix(prefix + ".weight");
-    CDQ_CHECK(st_->contains(prefix + ".qweight"), "{}: tensor {}.weight is missing", path_, prefix);
-    return gptq_linear(prefix);
-  }
-
-  Matrix gptq_linear(const std::string& prefix) const {
-    CDQ_CHECK(!quant_.is_null(),
-              "{}: {} is GPTQ-packed but config.json has no "
-              "quantization_config",
+    CDQ_CHECK(!st_->contains(prefix + ".qweight"),
+              "{}: {} is GPTQ-packed but config.json has no quantization_config with "
+              "quant_method 'gptq'",
               path_, prefix);
-    const std::string method = quant_.value("quant_method", "gptq");
-    CDQ_CHECK(method == "gptq", "{}: quant_method '{}' is not supported (only gptq)", path_,
-              method);
-    const std::string fmt_name = quant_.value("checkpoint_format", "gptq");
-    CDQ_CHECK(fmt_name == "gptq" || fmt_name == "gptq_v2",
-              "{}: checkpoint_format '{}' is not supported (gptq or gptq_v2)", path_, fmt_name);
-    const auto format = fmt_name == "gptq_v2" ? GptqCheckpointFormat::V2 : GptqCheckpointFormat::V1;
-    GptqLinear t;
-    t.bits = quant_.value("bits", 4);
-    CDQ_CHECK(t.bits == 2 || t.bits == 3 || t.bits == 4 || t.bits == 8,
-              "{}: GPTQ bits {} not supported", path_, t.bits);
-    const TensorInfo& qw = st_->info(prefix + ".qweight");
-    const TensorInfo& sc = st_->info(prefix + ".scales");
-    CDQ_CHECK(qw.shape.size() == 2 && sc.shape.size() == 2 && sc.dtype == DType::F16,
-              "{}: {}: qweight must be 2-D and scales 2-D F16", path_, prefix);
-    t.in_features = qw.shape[0] * 32 / t.bits;
-    t.out_features = qw.shape[1];
-    t.n_groups = static_cast<int>(sc.shape[0]);
-    t.qweight = st_->file_for(prefix + ".qweight").read_i32(prefix + ".qweight");
-    t.qzeros = st_->file_for(prefix + ".qzeros").read_i32(prefix + ".qzeros");
-    const auto sbytes = st_->bytes(prefix + ".scales");
-    t.scales.resize(sbytes.size() / 2);
-    std::memcpy(t.scales.data(), sbytes.data(), t.scales.size() * 2);
-    if (st_->contains(prefix + ".g_idx")) {
-      t.g_idx = st_->file_for(prefix + ".g_idx").read_i32(prefix + ".g_idx");
-    } else {  // no g_idx: consecutive groups
-      const int gs = quant_.value("group_size", -1);
-      t.g_idx.resize(static_cast<size_t>(t.in_features));
-      for (int64_t k = 0; k < t.in_features; ++k)
-        t.g_idx[static_cast<size_t>(k)] = gs > 0 ? static_cast<int32_t>(k / gs) : 0;
-    }
-    return dequantize_gptq_linear(t, format);
+    fail("{}: tensor {}.weight is missing", path_, prefix);
   }
 
   std::string path_;
   ModelConfig config_;
-  nlohmann::json quant_;
   std::unique_ptr<SafetensorsDir> st_;
 };
 
