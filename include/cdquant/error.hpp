@@ -25,16 +25,16 @@ template <typename... Args>
 }  // namespace cdq
 
 // User-facing check: throws cdq::Error with a formatted message.
-#define CDQ_CHECK(cond, ...)              \
-  do {                                    \
+#define CDQ_CHECK(cond, ...)               \
+  do {                                     \
     if (!(cond)) ::cdq::fail(__VA_ARGS__); \
   } while (0)
 
 // Internal invariant: a bug if it fires.
-#define CDQ_ASSERT(cond)                                                                  \
-  do {                                                                                    \
-    if (!(cond)) {                                                                        \
+#define CDQ_ASSERT(cond)                                                                        \
+  do {                                                                                          \
+    if (!(cond)) {                                                                              \
       std::fprintf(stderr, "cdquant internal error: %s at %s:%d\n", #cond, __FILE__, __LINE__); \
-      std::abort();                                                                       \
-    }                                                                                     \
+      std::abort();                                                                             \
+    }                                                                                           \
   } while (0)

@@ -6,7 +6,6 @@
 #pragma once
 
 #include <cdquant/matrix.hpp>
-
 #include <cstdint>
 #include <string_view>
 #include <vector>

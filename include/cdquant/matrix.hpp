@@ -2,7 +2,6 @@
 #pragma once
 
 #include <cdquant/error.hpp>
-
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -40,7 +39,9 @@ struct MatrixView {
   float* row(int64_t r) const { return ptr + r * ld; }
 };
 
-inline MatrixView view(Matrix& m) { return {m.data.data(), m.rows, m.cols, m.cols}; }
+inline MatrixView view(Matrix& m) {
+  return {m.data.data(), m.rows, m.cols, m.cols};
+}
 
 // True when every entry is finite.
 bool all_finite(std::span<const float> values);

@@ -4,8 +4,8 @@
 
 #include <cdquant/gguf_model.hpp>
 #include <cdquant/quantize.hpp>
-#include <functional>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 

@@ -9,11 +9,11 @@ namespace cdq {
 class Rng {
  public:
   explicit Rng(uint64_t seed) : state_(seed ^ 0x9E3779B97F4A7C15ULL) {}
-  uint64_t next_u64();                 // splitmix64
-  double uniform();                    // [0, 1)
-  double normal();                     // standard normal (Box-Muller)
-  double student_t(double dof);        // heavy-tailed, for realistic outliers
-  uint64_t below(uint64_t n);          // uniform integer in [0, n)
+  uint64_t next_u64();           // splitmix64
+  double uniform();              // [0, 1)
+  double normal();               // standard normal (Box-Muller)
+  double student_t(double dof);  // heavy-tailed, for realistic outliers
+  uint64_t below(uint64_t n);    // uniform integer in [0, n)
 
  private:
   uint64_t state_;

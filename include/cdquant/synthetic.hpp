@@ -7,18 +7,17 @@
 #pragma once
 
 #include <cdquant/matrix.hpp>
-
 #include <cstdint>
 
 namespace cdq {
 
 struct SyntheticOptions {
   uint64_t seed = 1;
-  int64_t n_samples = 0;       // calibration tokens; 0: min(2 * d_in, 4096)
-  int factors = 0;             // shared (correlated) components; 0: min(d_in, 1024)
-  double decay = 1.0;          // component k has variance ~ (k + 1)^-decay (a power-law
-                               // spectrum, as real activation Hessians have)
-  double noise = 0.15;         // std of the independent per-channel part
+  int64_t n_samples = 0;           // calibration tokens; 0: min(2 * d_in, 4096)
+  int factors = 0;                 // shared (correlated) components; 0: min(d_in, 1024)
+  double decay = 1.0;              // component k has variance ~ (k + 1)^-decay (a power-law
+                                   // spectrum, as real activation Hessians have)
+  double noise = 0.15;             // std of the independent per-channel part
   double channel_spread = 0.2;     // std of the log of the per-channel activation scales
   double outlier_channels = 0.01;  // fraction of input channels with larger activations
   double outlier_scale = 3.0;      // their extra scale factor

@@ -1,6 +1,5 @@
-#include <cdquant/grid.hpp>
-
 #include <algorithm>
+#include <cdquant/grid.hpp>
 #include <cmath>
 
 namespace cdq {
@@ -14,9 +13,12 @@ ScaleSearch parse_scale_search(std::string_view name) {
 
 const char* scale_search_name(ScaleSearch s) {
   switch (s) {
-    case ScaleSearch::MinMax: return "minmax";
-    case ScaleSearch::Mse: return "mse";
-    case ScaleSearch::Owc: return "owc";
+    case ScaleSearch::MinMax:
+      return "minmax";
+    case ScaleSearch::Mse:
+      return "mse";
+    case ScaleSearch::Owc:
+      return "owc";
   }
   return "?";
 }

@@ -1,12 +1,11 @@
 // solve_layer: validation, dispatch to the method, and the true objective.
 #include <cdquant/linalg.hpp>
 #include <cdquant/solver.hpp>
+#include <chrono>
+#include <cmath>
 
 #include "quant/cd.hpp"
 #include "quant/gptq.hpp"
-
-#include <chrono>
-#include <cmath>
 
 namespace cdq {
 
@@ -17,9 +16,9 @@ struct MethodName {
   const char* name;
 };
 constexpr MethodName kMethodNames[] = {
-    {Method::Rtn, "rtn"},       {Method::Owc, "owc"},       {Method::Gptq, "gptq"},
-    {Method::Cd, "cd"},         {Method::Bcd, "bcd"},       {Method::Cyclic, "cyclic"},
-    {Method::OwcCd, "owc-cd"},  {Method::OwcBcd, "owc-bcd"},
+    {Method::Rtn, "rtn"},      {Method::Owc, "owc"},        {Method::Gptq, "gptq"},
+    {Method::Cd, "cd"},        {Method::Bcd, "bcd"},        {Method::Cyclic, "cyclic"},
+    {Method::OwcCd, "owc-cd"}, {Method::OwcBcd, "owc-bcd"},
 };
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
@@ -31,8 +30,7 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 Method parse_method(std::string_view name) {
   for (const auto& m : kMethodNames)
     if (name == m.name) return m.method;
-  fail("unknown method '{}' (expected rtn, owc, gptq, cd, bcd, cyclic, owc-cd or owc-bcd)",
-       name);
+  fail("unknown method '{}' (expected rtn, owc, gptq, cd, bcd, cyclic, owc-cd or owc-bcd)", name);
 }
 
 const char* method_name(Method m) {
@@ -58,8 +56,8 @@ void validate_layer_problem(const Matrix& w, const Matrix& h) {
     for (int64_t j = i + 1; j < h.cols; ++j) {
       const float a = h(i, j), b = h(j, i);
       const float tol = 1e-5f * (std::abs(a) + std::abs(b)) + 1e-30f;
-      CDQ_CHECK(std::abs(a - b) <= tol, "H is not symmetric: H[{},{}] = {} but H[{},{}] = {}", i,
-                j, a, j, i, b);
+      CDQ_CHECK(std::abs(a - b) <= tol, "H is not symmetric: H[{},{}] = {} but H[{},{}] = {}", i, j,
+                a, j, i, b);
     }
   }
 }

@@ -1,8 +1,7 @@
+#include <algorithm>
 #include <cdquant/linalg.hpp>
 #include <cdquant/rng.hpp>
 #include <cdquant/synthetic.hpp>
-
-#include <algorithm>
 #include <cmath>
 
 namespace cdq {
@@ -15,8 +14,7 @@ Matrix synthetic_inputs(int64_t d_in, const SyntheticOptions& opt) {
     s = static_cast<float>(std::exp(opt.channel_spread * rng.normal()));
     if (rng.uniform() < opt.outlier_channels) s *= static_cast<float>(opt.outlier_scale);
   }
-  const int64_t factors =
-      opt.factors > 0 ? opt.factors : std::min<int64_t>(d_in, 1024);
+  const int64_t factors = opt.factors > 0 ? opt.factors : std::min<int64_t>(d_in, 1024);
   Matrix v(factors, d_in);
   for (float& x : v.data) x = static_cast<float>(rng.normal());
   Matrix t(n, factors);
