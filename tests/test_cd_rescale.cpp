@@ -135,43 +135,49 @@ TEST(CdRescale, CyclicRefitsToo) {
   EXPECT_LT(refit.objective, plain.objective);
 }
 
-// ggml's Q4_0/Q5_0/Q8_0 store each block's d as a free fp16 (often negative: the rule divides
-// the signed extreme by -8, -16, -127). Refitting it lowers the objective, keeps the type's
-// zero, and the file's bytes decode to exactly the solver's weights.
-TEST(CdRescale, RefitsTheFreeScalesOfGgmlBlocks) {
-  const LayerProblem p = make_synthetic_problem(16, 96, SyntheticOptions{});
-  for (GgmlType t : {GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q8_0}) {
-    SCOPED_TRACE(ggml_type_name(t));
-    QuantizedBlocks qb = choose_block_scales(p.w, t, nullptr);
+// Every ggml type stores its block scale d as a free fp16 multiplier of integer sub-scales (1
+// for the 32-weight types; Q4_0/Q5_0's d is often negative: the rule divides the signed extreme
+// by -8 or -16). Refitting d lowers the objective and keeps sub-scales, zero points and biases,
+// and the file's bytes decode to exactly the solver's weights.
+TEST(CdRescale, RefitsTheBlockScalesOfEveryGgmlType) {
+  const LayerProblem p = make_synthetic_problem(16, 256, SyntheticOptions{});
+  for (const GgmlTypeTraits& tr : ggml_all_types()) {
+    if (!tr.quantized()) continue;
+    SCOPED_TRACE(tr.name);
+    QuantizedBlocks qb = choose_block_scales(p.w, tr.type, nullptr);
     const Grid grid = qb.to_grid();
+    const std::vector<int16_t> sub = qb.group_sub_scales();
     SolverOptions opt;
     opt.fixed_grid = &grid;
     const SolveResult codes_only = solve_layer(p.w, p.h, Method::Cd, opt);
     EXPECT_EQ(codes_only.grid.scale, grid.scale);
-    opt.fixed_scales_free = true;
+    opt.fixed_sub_scale = sub.data();
+    opt.fixed_block_groups = static_cast<int>(qb.groups_per_block());
     const SolveResult refit = solve_layer(p.w, p.h, Method::Cd, opt);
     EXPECT_LT(refit.objective, codes_only.objective);
     EXPECT_EQ(refit.grid.zero, grid.zero);
+    if (!grid.is_integer_grid()) {
+      EXPECT_EQ(refit.grid.bias, grid.bias);
+    }
     int moved_negative = 0;
     for (size_t k = 0; k < grid.scale.size(); ++k) {
       const float s = refit.grid.scale[k];
-      EXPECT_EQ(s, fp16_to_float(float_to_fp16(s)));
       EXPECT_EQ(s > 0.0f, grid.scale[k] > 0.0f);
       moved_negative += grid.scale[k] < 0.0f && s != grid.scale[k];
     }
-    if (t != GgmlType::Q8_0) {  // Q8_0's d = amax / 127 is never negative
+    if (tr.type == GgmlType::Q4_0 || tr.type == GgmlType::Q5_0) {
       EXPECT_GT(moved_negative, 0);
     }
-    qb.take_scales(refit.grid);
-    const Matrix back = dequantize_tensor(t, pack_codes(qb, refit.codes), p.w.rows, p.w.cols);
+    qb.take_scales(refit.grid);  // throws unless scale = fp16 d * sub-scale everywhere
+    const Matrix back = dequantize_tensor(tr.type, pack_codes(qb, refit.codes), 16, 256);
     EXPECT_EQ(back.data, refit.q.data);
   }
 }
 
-TEST(CdRescale, RefusesABlockFormatGrid) {
+TEST(CdRescale, RefusesAScaleBiasGridWithoutSubScales) {
   const LayerProblem p = small_problem(2, 8, 1);
   Grid grid = minmax_grid(p.w, 2);
-  grid.zero.clear();  // scale/bias only, as the GGUF block grids
+  grid.zero.clear();  // scale/bias only, as ggml's Q4_1 or Q4_K grids
   std::vector<uint8_t> codes = round_to_grid(grid, p.w);
   CdOptions opt;
   opt.rescale_rounds = 1;

@@ -44,9 +44,6 @@ struct GgmlTypeTraits {
   int type_size;     // bytes per block
   int group_size;    // weights per sub-block sharing one (scale, bias); 0 for float types
   int maxq;          // codes 0..maxq on the grid; 0 for float types
-  // Each group's scale is its block's own fp16 d and its zero a constant (Q4_0, Q5_0, Q8_0),
-  // so a solver may refit the scales: QuantizedBlocks::take_scales stores them.
-  bool free_group_scale;
   bool quantized() const { return group_size > 0; }
 };
 
@@ -82,9 +79,13 @@ struct QuantizedBlocks {
   // The grid of values this type can decode with these block parameters (one group per
   // sub-block): grid.value(r, c, q) equals the decoded float bit for bit.
   Grid to_grid() const;
-  // Stores the scales of a grid of the same layout (a solver's refit of to_grid()) as the
-  // block scales d. Types with free_group_scale only; throws Error unless every scale is an
-  // fp16 value and every zero point the type's own.
+  int64_t groups_per_block() const;
+  // Every group's integer multiplier of its block's d, [rows, groups_per_row()]: sub_scale
+  // for K-quants, 1 for the 32-weight types (their group is the block).
+  std::vector<int16_t> group_sub_scales() const;
+  // Stores the block scales d of a grid of the same layout that differs from to_grid() only
+  // by d (a solver's refit: scale = d' * sub-scale, zero points and biases unchanged). Throws
+  // Error when the grid is not of that form or a d' is not an fp16 value.
   void take_scales(const Grid& grid);
 };
 

@@ -35,11 +35,13 @@ struct LayerProgress {
   double eta = 0.0;      // estimated seconds left
 };
 
-// A grid a format fixes for one linear. free_scales: its scales are free fp16 values the CD
-// family may refit (SolverOptions::fixed_scales_free); the writer then stores the result's grid.
+// A grid a format fixes for one linear. With sub_scale, its scales are free fp16 multipliers
+// d times integer sub-scales, one d per block_groups groups (SolverOptions::fixed_sub_scale):
+// the CD family refits every d and the writer stores the result's grid. Empty: kept as is.
 struct FixedGrid {
   Grid grid;
-  bool free_scales = false;
+  std::vector<int16_t> sub_scale;  // [d_out, n_groups] or empty
+  int block_groups = 1;
 };
 
 // Chooses a fixed grid for one linear (e.g. a GGUF block format) or nullopt for the solver's

@@ -41,10 +41,13 @@ struct SolverOptions {
   // current codes (zero points kept), then descend again". 0: codes only, on the start's grid.
   int cd_rescale_rounds = 4;
   const Grid* fixed_grid = nullptr;  // when set, every solver picks codes on this grid
-  // fixed_grid is an integer grid whose scales the format stores as free fp16 values (ggml
-  // Q4_0/Q5_0/Q8_0 block scales d): the CD family may refit them as on its own grids (zero
-  // points kept, scales rounded to fp16). false: every scale of fixed_grid is kept.
-  bool fixed_scales_free = false;
+  // How the format stores fixed_grid's scales, when the CD family may refit them: the scale of
+  // group k of row r is d * fixed_sub_scale[r, k], one free fp16 d per block of
+  // fixed_block_groups consecutive groups of the row (ggml: Q4_0's d per 32-weight group with
+  // sub-scale 1, Q4_K's per 8 groups with 6-bit sub-scales). Every d is refitted; codes,
+  // sub-scales, zero points and biases are kept. Null: fixed_grid is kept as it is.
+  const int16_t* fixed_sub_scale = nullptr;  // [d_out, n_groups]
+  int fixed_block_groups = 1;
   int threads = 0;  // 0: OpenMP default
 };
 

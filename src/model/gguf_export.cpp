@@ -5,9 +5,9 @@
 //
 // A quantized linear's grid is its type's block scales (choose_block_scales, with importance
 // diag(H) when asked), so any solver picks codes that decode exactly to what ggml decodes; the
-// QuantizedBlocks wait in `pending` until the block is written with pack_codes. Q4_0, Q5_0 and
-// Q8_0 blocks store a free fp16 d per 32 weights: the CD family refits it along with the codes
-// and the writer stores the result's scales (take_scales). A linear that
+// QuantizedBlocks wait in `pending` until the block is written with pack_codes. Every type's
+// block scale d is a free fp16 multiplier of its sub-block scales: the CD family refits it
+// along with the codes and the writer stores the result's scales (take_scales). A linear that
 // falls back to a float type gets a degenerate grid (one column per group, maxq 0, bias = the
 // weight rounded to that type), so the solvers leave it as the rounded weight.
 #include <algorithm>
@@ -128,11 +128,11 @@ struct GgufModelWriter::Impl {
   // refitted by the solver (linear_bytes stores the result's scales).
   std::optional<FixedGrid> choose(int layer, Linear l, const Matrix& w, const Matrix& h) {
     const GgmlType t = plan.linear(layer, l);
-    if (!ggml_traits(t).quantized()) return FixedGrid{float_grid(w, t), false};
+    if (!ggml_traits(t).quantized()) return FixedGrid{float_grid(w, t), {}, 1};
     std::vector<float> imp;
     if (options.importance) imp = importance_of(h);
     QuantizedBlocks qb = choose_block_scales(w, t, imp.empty() ? nullptr : imp.data());
-    FixedGrid g{qb.to_grid(), ggml_traits(t).free_group_scale};
+    FixedGrid g{qb.to_grid(), qb.group_sub_scales(), static_cast<int>(qb.groups_per_block())};
     qb.codes = {};  // the solver's codes replace the rule's own
     pending[{layer, static_cast<int>(l)}] = std::move(qb);
     return g;
@@ -148,7 +148,7 @@ struct GgufModelWriter::Impl {
       CDQ_CHECK(it != pending.end(),
                 "GGUF writer: {} was not solved on its {} grid (grid chooser not used?)",
                 gguf_linear_name(layer, l), ggml_type_name(t));
-      if (ggml_traits(t).free_group_scale) it->second.take_scales(r->grid);
+      it->second.take_scales(r->grid);
       bytes = pack_codes(it->second, r->codes);
     } else {
       // Float types: the block already holds the rounded weights (solved on float_grid).

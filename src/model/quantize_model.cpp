@@ -73,7 +73,10 @@ LinearResult solve_linear(int layer, Linear l, BlockWeights& block, const Matrix
   if (options.choose_grid) fixed = options.choose_grid(layer, l, w, h);
   if (fixed) {
     so.fixed_grid = &fixed->grid;
-    so.fixed_scales_free = fixed->free_scales;
+    if (!fixed->sub_scale.empty()) {
+      so.fixed_sub_scale = fixed->sub_scale.data();
+      so.fixed_block_groups = fixed->block_groups;
+    }
   }
   SolveResult r = solve_layer(w, h, options.method, so);
   LinearResult out;

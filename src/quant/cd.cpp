@@ -178,7 +178,7 @@ CdStats refine_codes(const Matrix& w, const Matrix& h, Grid& grid, std::vector<u
   sh.max_steps = max_steps;
   sh.sweeps = options.sweeps;
   const bool rescale = options.rescale_rounds > 0;
-  CDQ_CHECK(!rescale || grid.is_integer_grid(),
+  CDQ_CHECK(!rescale || grid.is_integer_grid() || options.sub_scale != nullptr,
             "the scale refit needs a uniform integer grid (not a scale/bias grid such as ggml's "
             "Q4_1 or K-quant blocks)");
   cdk::RescaleColumns columns;
@@ -192,7 +192,9 @@ CdStats refine_codes(const Matrix& w, const Matrix& h, Grid& grid, std::vector<u
                   columns.start.data(),
                   options.fp16_scales,
                   options.rescale_rounds,
-                  options.shift_zero && grid.n_groups == 1};
+                  options.shift_zero && grid.n_groups == 1,
+                  options.sub_scale,
+                  std::max(1, options.block_groups)};
   }
 
   std::vector<int64_t> moves(static_cast<size_t>(d_out), 0);
@@ -340,12 +342,17 @@ void solve_cd_family(const Matrix& w, const Matrix& h, Method method, const Solv
     g0 = gptq_gradient(gptq, cdk::padded(w.cols));
     co.initial_gradient = &g0;
   }
-  // A fixed grid (GGUF block scales, or a caller's) is kept, codes only, unless its format
-  // stores free fp16 scales; its zero points (the format's constants) never move.
+  // A fixed grid (GGUF block scales, or a caller's) is kept, codes only, unless the format's
+  // fp16 block multipliers d are given; its zero points and biases never move.
   const bool fixed = options.fixed_grid != nullptr;
-  co.rescale_rounds = !fixed || options.fixed_scales_free ? options.cd_rescale_rounds : 0;
+  const bool free_d = fixed && options.fixed_sub_scale != nullptr;
+  co.rescale_rounds = !fixed || free_d ? options.cd_rescale_rounds : 0;
   co.shift_zero = !fixed && !options.grid.symmetric;
-  co.fp16_scales = fixed ? options.fixed_scales_free : options.grid.fp16_scales;
+  co.fp16_scales = fixed ? free_d : options.grid.fp16_scales;
+  if (free_d) {
+    co.sub_scale = options.fixed_sub_scale;
+    co.block_groups = options.fixed_block_groups;
+  }
   const CdStats st = refine_codes(ph.dead_count() > 0 ? w_live : w, ph.h, res.grid, res.codes, co);
   res.seconds_refine = seconds_since(t0);
   res.convergence = st.convergence;

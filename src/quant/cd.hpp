@@ -36,6 +36,11 @@ struct CdOptions {
   // many times, stopping early when no scale moves. Needs an integer grid. 0: codes only.
   int rescale_rounds = 0;
   bool fp16_scales = false;  // refitted scales are rounded to fp16 (formats that store fp16)
+  // Scales stored as d * sub_scale[r, k] with one fp16 d per block_groups consecutive groups
+  // of a row (ggml block types; biases of scale/bias grids stay): the refit moves each d, and
+  // the grid need not be an integer grid. Null: every group scale is free.
+  const int16_t* sub_scale = nullptr;  // [d_out, n_groups]
+  int block_groups = 1;
   // With rescale_rounds > 0 on a per-channel grid: also try zero point -1 and +1 per row (the
   // codes shift along, so only codes clamped at the ends change value), refit and descend
   // again, and keep what lowers the row objective. Off for symmetric grids (zero is fixed).

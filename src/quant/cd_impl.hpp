@@ -13,11 +13,13 @@ namespace cdq::cdk {
 struct Rescale {
   Grid* grid = nullptr;  // null: codes only
   const float* hw = nullptr;
-  const int32_t* cols = nullptr;   // columns of every group, group after group
-  const int64_t* start = nullptr;  // [n_groups + 1] offsets into cols
-  bool fp16 = false;               // stored scales are rounded to fp16
-  int rounds = 0;                  // rescale + descent rounds (CdOptions::rescale_rounds)
-  bool shift_zero = false;         // per-channel asymmetric rows also try zero +- 1
+  const int32_t* cols = nullptr;       // columns of every group, group after group
+  const int64_t* start = nullptr;      // [n_groups + 1] offsets into cols
+  bool fp16 = false;                   // stored scales are rounded to fp16
+  int rounds = 0;                      // rescale + descent rounds (CdOptions::rescale_rounds)
+  bool shift_zero = false;             // per-channel asymmetric rows also try zero +- 1
+  const int16_t* sub_scale = nullptr;  // CdOptions::sub_scale: shared fp16 multipliers d
+  int block_groups = 1;
 };
 
 // Read-only data shared by all rows.

@@ -6,6 +6,11 @@
 // same integer, so the result is still a uniform integer grid that every format can store.
 // Rounds of "refit, descend" stop when no scale moves.
 //
+// Formats that store scale_k = d * sub_k with one fp16 d per block of groups (ggml's K-quants:
+// 8 or 16 groups with integer sub-scales; the 32-weight types: one group, sub 1) refit d
+// instead: scaling d by (1 + mu) scales the part u_j = s_k (c_j - z_k) of every value in the
+// block (s_k c_j on a scale/bias grid, whose biases stay), so mu* = -u^T g / u^T H_BB u.
+//
 // Per-channel asymmetric rows then try shifting the zero point by -1 and +1: the codes shift
 // along, so only the codes clamped at the ends of the range change value (the window of
 // representable values slides by one step), then refit and descend again; the trial is kept
@@ -17,6 +22,7 @@
 #include <algorithm>
 #include <cdquant/half.hpp>
 #include <cmath>
+#include <optional>
 
 #include "quant/cd_impl.hpp"
 
@@ -43,32 +49,35 @@ double decrease(double mu, double vg, double vhv) {
   return -(2.0 * mu * vg + mu * mu * vhv);
 }
 
-// Sets group grp's scale of row r to s_new in the grid and in the row state.
+// Sets group grp's scale of row r to s_new in the grid and in the row state (the bias of a
+// scale/bias grid stays).
 void apply_scale(const Shared& sh, Row& r, int grp, float s_new, const int32_t* cols,
                  int64_t count) {
   Grid& grid = *sh.rescale.grid;
   const size_t k = grid.at(r.row, grp);
   grid.scale[k] = s_new;
-  grid.bias[k] = -s_new * static_cast<float>(grid.zero[k]);
+  if (grid.is_integer_grid()) grid.bias[k] = -s_new * static_cast<float>(grid.zero[k]);
   for (int64_t m = 0; m < count; ++m) {
     const int32_t j = cols[m];
     r.st.s[j] = s_new;
-    r.st.a[j] = 1.0f / (sh.hd[j] * s_new);
+    r.st.a[j] = s_new != 0.0f ? 1.0f / (sh.hd[j] * s_new) : 0.0f;
   }
 }
 
-// Value of coordinate j of row r on the (current) grid.
-float value_of(const Shared& sh, const Row& r, int64_t j) {
+// The part of coordinate j's value that scales with its group's scale: s (c - z) on an integer
+// grid, s c on a scale/bias grid.
+float scale_part(const Shared& sh, const Row& r, int64_t j) {
   const Grid& grid = *sh.rescale.grid;
   const size_t k = grid.at(r.row, grid.group_of(j));
-  return grid.scale[k] * (r.st.c[j] - static_cast<float>(grid.zero[k]));
+  if (grid.is_integer_grid()) return grid.scale[k] * (r.st.c[j] - static_cast<float>(grid.zero[k]));
+  return grid.scale[k] * r.st.c[j];
 }
 
 bool rescale_single_group(const Shared& sh, Row& r) {
   const float* hw = sh.rescale.hw + r.row * sh.ld;
   double vg = 0.0, vhv = 0.0;
   for (int64_t j = 0; j < sh.n; ++j) {
-    const double v = value_of(sh, r, j);
+    const double v = scale_part(sh, r, j);
     vg += v * r.st.g[j];
     vhv += v * (static_cast<double>(r.st.g[j]) + hw[j]);  // (H v)_j = (H Q)_j = g_j + (H w)_j
   }
@@ -85,33 +94,58 @@ bool rescale_single_group(const Shared& sh, Row& r) {
   return true;
 }
 
-bool rescale_group(const Shared& sh, Row& r, int grp, std::vector<float>& v) {
-  const int32_t* cols = sh.rescale.cols + sh.rescale.start[grp];
-  const int64_t count = sh.rescale.start[grp + 1] - sh.rescale.start[grp];
-  double vg = 0.0, vhv = 0.0;
-  for (int64_t m = 0; m < count; ++m) {
-    v[m] = value_of(sh, r, cols[m]);
-    vg += static_cast<double>(v[m]) * r.st.g[cols[m]];
+// The multiplier m that groups g0 .. g1 - 1 of row r share: their scale when there is no
+// sub-scale (one group), else the scale of the first group with a nonzero sub-scale over it
+// (exact: an fp16 d times a small integer is exact in float). nullopt: all sub-scales are 0.
+std::optional<float> block_multiplier(const Shared& sh, const Row& r, int g0, int g1) {
+  const Grid& grid = *sh.rescale.grid;
+  if (sh.rescale.sub_scale == nullptr) return grid.scale[grid.at(r.row, g0)];
+  for (int grp = g0; grp < g1; ++grp) {
+    const size_t k = grid.at(r.row, grp);
+    if (sh.rescale.sub_scale[k] != 0)
+      return grid.scale[k] / static_cast<float>(sh.rescale.sub_scale[k]);
   }
-  for (int64_t m = 0; m < count; ++m) {
-    const float* hrow = sh.h->row(cols[m]);
+  return std::nullopt;
+}
+
+// Groups g0 .. g1 - 1 of row r scale with one multiplier m (scale_k = m * sub_k): the closed
+// form over their columns B, mu* = -u^T g / u^T H_BB u with u the scale parts.
+bool rescale_block(const Shared& sh, Row& r, int g0, int g1, std::vector<float>& u) {
+  const int32_t* cols = sh.rescale.cols + sh.rescale.start[g0];
+  const int64_t count = sh.rescale.start[g1] - sh.rescale.start[g0];
+  const std::optional<float> m = block_multiplier(sh, r, g0, g1);
+  if (!m) return false;
+  u.resize(static_cast<size_t>(count));
+  double vg = 0.0, vhv = 0.0;
+  for (int64_t k = 0; k < count; ++k) {
+    u[k] = scale_part(sh, r, cols[k]);
+    vg += static_cast<double>(u[k]) * r.st.g[cols[k]];
+  }
+  for (int64_t k = 0; k < count; ++k) {
+    const float* hrow = sh.h->row(cols[k]);
     double acc = 0.0;
-    for (int64_t l = 0; l < count; ++l) acc += static_cast<double>(hrow[cols[l]]) * v[l];
-    vhv += v[m] * acc;
+    for (int64_t l = 0; l < count; ++l) acc += static_cast<double>(hrow[cols[l]]) * u[l];
+    vhv += u[k] * acc;
   }
   if (!(vhv > 0.0)) return false;
-  const float s = sh.rescale.grid->scale[sh.rescale.grid->at(r.row, grp)];
-  const float s_new = realised_scale(s, -vg / vhv, sh.rescale.fp16);
-  const double mu = realised_step(s, s_new);
+  const float m_new = realised_scale(*m, -vg / vhv, sh.rescale.fp16);
+  const double mu = realised_step(*m, m_new);
   const double dec = decrease(mu, vg, vhv);
-  if (s_new == s || !(dec > r.tol)) return false;
-  for (int64_t m = 0; m < count; ++m) {
-    const float* hrow = sh.h->row(cols[m]);  // H symmetric: row j is column j
-    const auto step = static_cast<float>(mu * v[m]);
+  if (m_new == *m || !(dec > r.tol)) return false;
+  for (int64_t k = 0; k < count; ++k) {
+    const float* hrow = sh.h->row(cols[k]);  // H symmetric: row j is column j
+    const auto step = static_cast<float>(mu * u[k]);
 #pragma omp simd
     for (int64_t j = 0; j < sh.n; ++j) r.st.g[j] += step * hrow[j];
   }
-  apply_scale(sh, r, grp, s_new, cols, count);
+  const Grid& grid = *sh.rescale.grid;
+  for (int grp = g0; grp < g1; ++grp) {
+    const float sub =
+        sh.rescale.sub_scale ? static_cast<float>(sh.rescale.sub_scale[grid.at(r.row, grp)]) : 1.0f;
+    const int64_t first = sh.rescale.start[grp];
+    apply_scale(sh, r, grp, m_new * sub, sh.rescale.cols + first,
+                sh.rescale.start[grp + 1] - first);
+  }
   r.obj -= dec;
   return true;
 }
@@ -120,13 +154,12 @@ bool rescale_group(const Shared& sh, Row& r, int grp, std::vector<float>& v) {
 
 bool rescale_row(const Shared& sh, Row& r) {
   const Grid& grid = *sh.rescale.grid;
-  if (grid.n_groups == 1) return rescale_single_group(sh, r);
-  std::vector<float> v;
+  if (grid.n_groups == 1 && sh.rescale.sub_scale == nullptr) return rescale_single_group(sh, r);
+  const int per_block = sh.rescale.sub_scale ? sh.rescale.block_groups : 1;
+  std::vector<float> u;
   bool any = false;
-  for (int grp = 0; grp < grid.n_groups; ++grp) {
-    v.resize(static_cast<size_t>(sh.rescale.start[grp + 1] - sh.rescale.start[grp]));
-    any = rescale_group(sh, r, grp, v) || any;
-  }
+  for (int g0 = 0; g0 < grid.n_groups; g0 += per_block)
+    any = rescale_block(sh, r, g0, std::min(g0 + per_block, grid.n_groups), u) || any;
   return any;
 }
 

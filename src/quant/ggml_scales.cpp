@@ -8,6 +8,7 @@
 #include <cfloat>
 #include <cmath>
 #include <cstring>
+#include <optional>
 
 #include "quant/ggml_blocks.hpp"
 #include "quant/ggml_search.hpp"
@@ -482,20 +483,53 @@ Grid QuantizedBlocks::to_grid() const {
   return g;
 }
 
+int64_t QuantizedBlocks::groups_per_block() const {
+  const GgmlTypeTraits& tr = ggml_traits(type);
+  return tr.block_size / tr.group_size;
+}
+
+std::vector<int16_t> QuantizedBlocks::group_sub_scales() const {
+  if (!sub_scale.empty()) return sub_scale;
+  return std::vector<int16_t>(static_cast<size_t>(rows * groups_per_row()), 1);
+}
+
+namespace {
+
+// d' of one block: the scale of its first group with a nonzero sub-scale over that sub-scale
+// (exact: an fp16 times an integer below 2^8 is exact in float); nullopt when all are zero.
+std::optional<float> block_multiplier(const Grid& grid, const int16_t* sub, size_t k0,
+                                      int64_t count) {
+  for (int64_t g = 0; g < count; ++g)
+    if (sub[k0 + g] != 0) return grid.scale[k0 + g] / static_cast<float>(sub[k0 + g]);
+  return std::nullopt;
+}
+
+}  // namespace
+
 void QuantizedBlocks::take_scales(const Grid& grid) {
   const GgmlTypeTraits& tr = ggml_traits(type);
-  CDQ_CHECK(tr.free_group_scale, "{} block scales are not free per group", tr.name);
-  CDQ_CHECK(grid.d_out == rows && grid.d_in == cols && grid.n_groups == groups_per_row() &&
-                grid.is_integer_grid(),
+  CDQ_CHECK(tr.quantized(), "{} has no block scales", tr.name);
+  const Grid before = to_grid();
+  CDQ_CHECK(grid.d_out == rows && grid.d_in == cols && grid.n_groups == before.n_groups &&
+                grid.zero == before.zero,
             "{} block scales: the grid is not laid out as this [{}, {}] tensor's blocks", tr.name,
             rows, cols);
-  const int zero = symmetric_zero(type);
-  for (size_t k = 0; k < d.size(); ++k) {  // one group per block
-    const uint16_t bits = float_to_fp16(grid.scale[k]);
-    CDQ_CHECK(grid.zero[k] == zero && fp16_to_float(bits) == grid.scale[k],
-              "{} block {}: scale {} / zero {} cannot be stored (fp16 d, zero {})", tr.name, k,
-              grid.scale[k], grid.zero[k], zero);
-    d[k] = bits;
+  const std::vector<int16_t> sub = group_sub_scales();
+  const int64_t per_block = groups_per_block();
+  for (size_t blk = 0; blk < d.size(); ++blk) {
+    const size_t k0 = blk * static_cast<size_t>(per_block);
+    const std::optional<float> m = block_multiplier(grid, sub.data(), k0, per_block);
+    const uint16_t bits = m ? float_to_fp16(*m) : d[blk];
+    const float dv = fp16_to_float(bits);
+    for (size_t k = k0; k < k0 + static_cast<size_t>(per_block); ++k) {
+      const float scale = sub[k] == 0 ? grid.scale[k] : dv * static_cast<float>(sub[k]);
+      const float bias = grid.is_integer_grid() ? grid.bias[k] : before.bias[k];
+      CDQ_CHECK(grid.scale[k] == scale && grid.bias[k] == bias && (sub[k] != 0 || scale == 0.0f),
+                "{} block {}: group scale {} / bias {} cannot be stored (fp16 d {} times "
+                "sub-scale {}, bias {})",
+                tr.name, blk, grid.scale[k], grid.bias[k], dv, sub[k], bias);
+    }
+    d[blk] = bits;
   }
 }
 

@@ -7,22 +7,21 @@
 namespace cdq {
 namespace {
 
-// {type, name, block_size, type_size, group_size, maxq, free_group_scale}; sizes as
-// ggml-common.h.
+// {type, name, block_size, type_size, group_size, maxq}; sizes as ggml-common.h.
 constexpr std::array<GgmlTypeTraits, 13> kTypes = {{
-    {GgmlType::F32, "F32", 1, 4, 0, 0, false},
-    {GgmlType::F16, "F16", 1, 2, 0, 0, false},
-    {GgmlType::Q4_0, "Q4_0", 32, 18, 32, 15, true},
-    {GgmlType::Q4_1, "Q4_1", 32, 20, 32, 15, false},
-    {GgmlType::Q5_0, "Q5_0", 32, 22, 32, 31, true},
-    {GgmlType::Q5_1, "Q5_1", 32, 24, 32, 31, false},
-    {GgmlType::Q8_0, "Q8_0", 32, 34, 32, 255, true},
-    {GgmlType::Q2_K, "Q2_K", 256, 84, 16, 3, false},
-    {GgmlType::Q3_K, "Q3_K", 256, 110, 16, 7, false},
-    {GgmlType::Q4_K, "Q4_K", 256, 144, 32, 15, false},
-    {GgmlType::Q5_K, "Q5_K", 256, 176, 32, 31, false},
-    {GgmlType::Q6_K, "Q6_K", 256, 210, 16, 63, false},
-    {GgmlType::BF16, "BF16", 1, 2, 0, 0, false},
+    {GgmlType::F32, "F32", 1, 4, 0, 0},
+    {GgmlType::F16, "F16", 1, 2, 0, 0},
+    {GgmlType::Q4_0, "Q4_0", 32, 18, 32, 15},
+    {GgmlType::Q4_1, "Q4_1", 32, 20, 32, 15},
+    {GgmlType::Q5_0, "Q5_0", 32, 22, 32, 31},
+    {GgmlType::Q5_1, "Q5_1", 32, 24, 32, 31},
+    {GgmlType::Q8_0, "Q8_0", 32, 34, 32, 255},
+    {GgmlType::Q2_K, "Q2_K", 256, 84, 16, 3},
+    {GgmlType::Q3_K, "Q3_K", 256, 110, 16, 7},
+    {GgmlType::Q4_K, "Q4_K", 256, 144, 32, 15},
+    {GgmlType::Q5_K, "Q5_K", 256, 176, 32, 31},
+    {GgmlType::Q6_K, "Q6_K", 256, 210, 16, 63},
+    {GgmlType::BF16, "BF16", 1, 2, 0, 0},
 }};
 
 std::string upper(std::string_view s) {
