@@ -36,14 +36,15 @@ struct Row {
 void print_type(const std::string& shape, const char* type, const std::vector<Row>& rows) {
   const double gptq = rows[2].relative, codes = rows[3].relative, refit = rows[4].relative;
   std::string line = fmt::format("{:>11} {:>5}", shape, type);
-  for (const Row& r : rows) line += fmt::format(" {:>9.5f} ({:>6.2f}s)", r.relative, r.seconds);
+  for (const Row& r : rows) line += fmt::format(" {:>9.3e} ({:>6.2f}s)", r.relative, r.seconds);
   line += fmt::format(" {:>8.2f}% {:>8.2f}%", 100.0 * (1.0 - refit / gptq),
                       100.0 * (1.0 - refit / codes));
   fmt::print("{}\n", line);
   std::fflush(stdout);
 }
 
-std::vector<Row> solve_type(const cdq::LayerProblem& p, cdq::GgmlType type, bool importance) {
+std::vector<Row> solve_type(const cdq::LayerProblem& p, cdq::GgmlType type, bool importance,
+                            int rescale) {
   std::vector<float> imp;
   if (importance)
     for (int64_t c = 0; c < p.h.rows; ++c) imp.push_back(std::max(p.h(c, c), 1e-12f));
@@ -57,6 +58,7 @@ std::vector<Row> solve_type(const cdq::LayerProblem& p, cdq::GgmlType type, bool
   cdq::SolverOptions opt;
   opt.fixed_grid = &grid;
   opt.act_order = true;
+  if (rescale >= 0) opt.cd_rescale_rounds = rescale;
   const auto run = [&](const char* label, cdq::Method m) {
     const cdq::SolveResult r = cdq::solve_layer(p.w, p.h, m, opt);
     rows.push_back({label, r.relative(), r.seconds});
@@ -79,11 +81,13 @@ int main(int argc, char** argv) {
   int threads = 0;
   uint64_t seed = 1;
   bool importance = false;
+  int rescale = -1;
   app.add_option("--shapes", shapes, "comma-separated d_out x d_in shapes (d_in % 256 == 0)");
   app.add_option("--types", types, "comma-separated ggml types");
   app.add_option("--threads", threads, "threads (0: OpenMP default)");
   app.add_option("--seed", seed, "synthetic problem seed");
   app.add_flag("--importance", importance, "block scales weighted by diag(H) (imatrix search)");
+  app.add_option("--rescale", rescale, "override SolverOptions.cd_rescale_rounds (default 4)");
   CLI11_PARSE(app, argc, argv);
   try {
     if (threads > 0) {
@@ -102,7 +106,7 @@ int main(int argc, char** argv) {
                                                               std::stoll(shape.substr(x + 1)), so);
       for (const auto& t : split(types, ',')) {
         const cdq::GgmlType type = cdq::parse_ggml_type(t);
-        print_type(shape, cdq::ggml_type_name(type), solve_type(p, type, importance));
+        print_type(shape, cdq::ggml_type_name(type), solve_type(p, type, importance, rescale));
       }
     }
   } catch (const cdq::Error& e) {

@@ -68,7 +68,8 @@ int thread_count(int requested) {
   return requested > 0 ? requested : omp_get_max_threads();
 }
 
-constexpr int kRowBatch = 8;  // rows sharing each H row in the cyclic sweeps
+constexpr int kRowBatch = 8;  // rows sharing each H row in the cyclic sweeps and scale refits
+static_assert(kRowBatch <= cdk::kMaxRescaleRows);
 
 // G = (Q - W) H for all rows, [d_out, ld] with zero padding.
 std::vector<float> initial_gradient(const Matrix& w, const Matrix& h, const Grid& grid,
@@ -237,7 +238,10 @@ CdStats refine_codes(const Matrix& w, const Matrix& h, Grid& grid, std::vector<u
       for (int q = 0; q < count; ++q) {
         cdk::Row& rw = rows[q];
         if (options.kind != CdKind::Cyclic) cdk::descend(sh, rw);
-        if (rescale) cdk::refit_row(sh, rw);
+      }
+      if (rescale) cdk::refit_rows(sh, rows, count);
+      for (int q = 0; q < count; ++q) {
+        cdk::Row& rw = rows[q];
         for (int64_t j = 0; j < n; ++j)
           codes[static_cast<size_t>(rw.row * n + j)] = static_cast<uint8_t>(rw.st.c[j]);
         moves[rw.row] = rw.moves;

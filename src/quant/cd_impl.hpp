@@ -85,6 +85,12 @@ void refit_row(const Shared& sh, Row& r);
 // groups); true when some scale moved (each accepted change lowers r.obj by more than r.tol).
 bool rescale_row(const Shared& sh, Row& r);
 
+// refit_row for rows side by side (at most kMaxRescaleRows), each with exactly the result of
+// refit_row: grids with several groups per row share each row of H read for the gradient
+// updates across the rows. (Zero shifts are for per-channel rows, which run one by one.)
+constexpr int kMaxRescaleRows = 16;
+void refit_rows(const Shared& sh, Row* rows, int count);
+
 // BCD per-block data for every seed's block: H_B^{-1} (k*k) then a lower bound of the smallest
 // eigenvalue of H_B (exact for k = 2, 1 / trace(H_B^{-1}) otherwise): [n, k*k + 1].
 std::vector<float> block_inverses(const Matrix& h, const std::vector<int32_t>& partners, int k);

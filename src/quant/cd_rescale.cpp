@@ -108,14 +108,22 @@ std::optional<float> block_multiplier(const Shared& sh, const Row& r, int g0, in
   return std::nullopt;
 }
 
+// One row's refit of a block of groups, between computing the step and applying it.
+struct BlockStep {
+  float m_new = 0.0f;
+  double mu = 0.0;  // realised relative step of the multiplier
+  double dec = 0.0;
+  bool accept = false;
+};
+
 // Groups g0 .. g1 - 1 of row r scale with one multiplier m (scale_k = m * sub_k): the closed
-// form over their columns B, mu* = -u^T g / u^T H_BB u with u the scale parts.
-bool rescale_block(const Shared& sh, Row& r, int g0, int g1, std::vector<float>& u) {
+// form over their columns B, mu* = -u^T g / u^T H_BB u with u (count values) the scale parts.
+BlockStep block_step(const Shared& sh, const Row& r, int g0, int g1, float* u) {
   const int32_t* cols = sh.rescale.cols + sh.rescale.start[g0];
   const int64_t count = sh.rescale.start[g1] - sh.rescale.start[g0];
+  BlockStep st;
   const std::optional<float> m = block_multiplier(sh, r, g0, g1);
-  if (!m) return false;
-  u.resize(static_cast<size_t>(count));
+  if (!m) return st;
   double vg = 0.0, vhv = 0.0;
   for (int64_t k = 0; k < count; ++k) {
     u[k] = scale_part(sh, r, cols[k]);
@@ -127,27 +135,67 @@ bool rescale_block(const Shared& sh, Row& r, int g0, int g1, std::vector<float>&
     for (int64_t l = 0; l < count; ++l) acc += static_cast<double>(hrow[cols[l]]) * u[l];
     vhv += u[k] * acc;
   }
-  if (!(vhv > 0.0)) return false;
-  const float m_new = realised_scale(*m, -vg / vhv, sh.rescale.fp16);
-  const double mu = realised_step(*m, m_new);
-  const double dec = decrease(mu, vg, vhv);
-  if (m_new == *m || !(dec > r.tol)) return false;
-  for (int64_t k = 0; k < count; ++k) {
-    const float* hrow = sh.h->row(cols[k]);  // H symmetric: row j is column j
-    const auto step = static_cast<float>(mu * u[k]);
-#pragma omp simd
-    for (int64_t j = 0; j < sh.n; ++j) r.st.g[j] += step * hrow[j];
-  }
+  if (!(vhv > 0.0)) return st;
+  st.m_new = realised_scale(*m, -vg / vhv, sh.rescale.fp16);
+  st.mu = realised_step(*m, st.m_new);
+  st.dec = decrease(st.mu, vg, vhv);
+  st.accept = st.m_new != *m && st.dec > r.tol;
+  return st;
+}
+
+void apply_block(const Shared& sh, Row& r, int g0, int g1, const BlockStep& st) {
   const Grid& grid = *sh.rescale.grid;
   for (int grp = g0; grp < g1; ++grp) {
     const float sub =
         sh.rescale.sub_scale ? static_cast<float>(sh.rescale.sub_scale[grid.at(r.row, grp)]) : 1.0f;
     const int64_t first = sh.rescale.start[grp];
-    apply_scale(sh, r, grp, m_new * sub, sh.rescale.cols + first,
+    apply_scale(sh, r, grp, st.m_new * sub, sh.rescale.cols + first,
                 sh.rescale.start[grp + 1] - first);
   }
-  r.obj -= dec;
-  return true;
+  r.obj -= st.dec;
+}
+
+// One refit pass over the blocks of every row q with active[q], rows side by side so that each
+// row of H read for the gradient update serves all of them (the update is the pass's main
+// cost: |B| rows of H per block, all of H per row). moved[q]: some scale of row q moved. Each
+// row sees exactly the operations of a pass on its own.
+void rescale_blocks(const Shared& sh, Row* rows, int count, const bool* active, bool* moved) {
+  const Grid& grid = *sh.rescale.grid;
+  const int per_block = sh.rescale.sub_scale ? sh.rescale.block_groups : 1;
+  int64_t widest = 0;
+  for (int g0 = 0; g0 < grid.n_groups; g0 += per_block) {
+    const int g1 = std::min(g0 + per_block, grid.n_groups);
+    widest = std::max(widest, sh.rescale.start[g1] - sh.rescale.start[g0]);
+  }
+  std::vector<float> u(static_cast<size_t>(count * widest));
+  BlockStep steps[kMaxRescaleRows];
+  for (int q = 0; q < count; ++q) moved[q] = false;
+  for (int g0 = 0; g0 < grid.n_groups; g0 += per_block) {
+    const int g1 = std::min(g0 + per_block, grid.n_groups);
+    const int32_t* cols = sh.rescale.cols + sh.rescale.start[g0];
+    const int64_t width = sh.rescale.start[g1] - sh.rescale.start[g0];
+    bool any = false;
+    for (int q = 0; q < count; ++q) {
+      steps[q] = active[q] ? block_step(sh, rows[q], g0, g1, u.data() + q * widest) : BlockStep{};
+      any = any || steps[q].accept;
+    }
+    if (!any) continue;
+    for (int64_t k = 0; k < width; ++k) {
+      const float* hrow = sh.h->row(cols[k]);  // H symmetric: row j is column j
+      for (int q = 0; q < count; ++q) {
+        if (!steps[q].accept) continue;
+        const auto step = static_cast<float>(steps[q].mu * u[q * widest + k]);
+        float* g = rows[q].st.g;
+#pragma omp simd
+        for (int64_t j = 0; j < sh.n; ++j) g[j] += step * hrow[j];
+      }
+    }
+    for (int q = 0; q < count; ++q) {
+      if (!steps[q].accept) continue;
+      apply_block(sh, rows[q], g0, g1, steps[q]);
+      moved[q] = true;
+    }
+  }
 }
 
 }  // namespace
@@ -155,12 +203,10 @@ bool rescale_block(const Shared& sh, Row& r, int g0, int g1, std::vector<float>&
 bool rescale_row(const Shared& sh, Row& r) {
   const Grid& grid = *sh.rescale.grid;
   if (grid.n_groups == 1 && sh.rescale.sub_scale == nullptr) return rescale_single_group(sh, r);
-  const int per_block = sh.rescale.sub_scale ? sh.rescale.block_groups : 1;
-  std::vector<float> u;
-  bool any = false;
-  for (int g0 = 0; g0 < grid.n_groups; g0 += per_block)
-    any = rescale_block(sh, r, g0, std::min(g0 + per_block, grid.n_groups), u) || any;
-  return any;
+  const bool active = true;
+  bool moved = false;
+  rescale_blocks(sh, &r, 1, &active, &moved);
+  return moved;
 }
 
 namespace {
@@ -265,6 +311,29 @@ void refit_row(const Shared& sh, Row& r) {
       continue;
     }
     before.restore(sh, r, k);
+  }
+}
+
+void refit_rows(const Shared& sh, Row* rows, int count) {
+  CDQ_ASSERT(count <= kMaxRescaleRows);
+  const Grid& grid = *sh.rescale.grid;
+  if (grid.n_groups == 1 && sh.rescale.sub_scale == nullptr) {  // O(d_in) per row: no sharing
+    for (int q = 0; q < count; ++q) refit_row(sh, rows[q]);
+    return;
+  }
+  bool active[kMaxRescaleRows], moved[kMaxRescaleRows];
+  for (int q = 0; q < count; ++q) active[q] = true;
+  for (int round = 0; round < sh.rescale.rounds; ++round) {
+    rescale_blocks(sh, rows, count, active, moved);
+    bool any = false;
+    for (int q = 0; q < count; ++q) {
+      active[q] = active[q] && moved[q];
+      if (!active[q]) continue;
+      any = true;
+      rows[q].trace.push_back(rows[q].obj);
+      descend(sh, rows[q]);
+    }
+    if (!any) break;
   }
 }
 
