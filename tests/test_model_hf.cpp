@@ -256,7 +256,7 @@ TEST(HfModel, BadConfigsRejected) {
   auto with = [&](const std::function<void(nlohmann::json&)>& edit) {
     nlohmann::json j = hf_config(m.config);
     edit(j);
-    const std::string d = dir.file("m" + std::to_string(counter++));
+    const std::string d = dir.file(fmt::format("m{}", counter++));  // (GCC 12 -Wrestrict on "m" + s)
     export_hf(m, d, 0, &j);
     return error_of([&] { load_model(d); });
   };
