@@ -1,6 +1,7 @@
 // ggml block types as grids, on seeded synthetic layer problems: the layer objective of the
 // type's own rule (what llama.cpp's quantize writes), RTN on the same block scales, act-order
-// GPTQ on them, CD codes only, and CD with the block scales d refitted (the default), each as
+// GPTQ on them, CD codes only, CD with the block scales d refitted, and CD that also moves the
+// K-quants' integer sub-scales (the default of `cdquant quantize --format gguf`), each as
 // tr((Q - W) H (Q - W)^T) / tr(W H W^T). Block scales by ggml's rule, or with --importance by
 // its importance-weighted search with diag(H) (llama.cpp's imatrix path).
 #include <fmt/format.h>
@@ -34,7 +35,7 @@ struct Row {
 };
 
 void print_type(const std::string& shape, const char* type, const std::vector<Row>& rows) {
-  const double gptq = rows[2].relative, codes = rows[3].relative, refit = rows[4].relative;
+  const double gptq = rows[2].relative, codes = rows[3].relative, refit = rows[5].relative;
   std::string line = fmt::format("{:>11} {:>5}", shape, type);
   for (const Row& r : rows) line += fmt::format(" {:>9.3e} ({:>6.2f}s)", r.relative, r.seconds);
   line += fmt::format(" {:>8.2f}% {:>8.2f}%", 100.0 * (1.0 - refit / gptq),
@@ -68,6 +69,10 @@ std::vector<Row> solve_type(const cdq::LayerProblem& p, cdq::GgmlType type, bool
   run("cd-codes", cdq::Method::Cd);
   opt.fixed_sub_scale = sub.data();
   opt.fixed_block_groups = static_cast<int>(qb.groups_per_block());
+  run("cd-d", cdq::Method::Cd);
+  const cdq::SubScaleRange range = cdq::ggml_sub_scale_range(type);
+  opt.fixed_sub_lo = range.lo;
+  opt.fixed_sub_hi = range.hi;
   run("cd", cdq::Method::Cd);
   return rows;
 }
@@ -94,9 +99,9 @@ int main(int argc, char** argv) {
       omp_set_num_threads(threads);
       openblas_set_num_threads(threads);
     }
-    fmt::print("{:>11} {:>5} {:>19} {:>19} {:>19} {:>19} {:>19} {:>9} {:>9}\n", "shape", "type",
-               "rule rel (s)", "rtn", "gptq-ao", "cd codes only", "cd (+ d refit)", "vs gptq",
-               "vs codes");
+    fmt::print("{:>11} {:>5} {:>19} {:>19} {:>19} {:>19} {:>19} {:>19} {:>9} {:>9}\n", "shape",
+               "type", "rule rel (s)", "rtn", "gptq-ao", "cd codes only", "cd + d", "cd + d + sub",
+               "vs gptq", "vs codes");
     for (const auto& shape : split(shapes, ',')) {
       const auto x = shape.find('x');
       CDQ_CHECK(x != std::string::npos, "shape '{}' must look like 2048x2048", shape);

@@ -137,8 +137,9 @@ TEST(CdRescale, CyclicRefitsToo) {
 
 // Every ggml type stores its block scale d as a free fp16 multiplier of integer sub-scales (1
 // for the 32-weight types; Q4_0/Q5_0's d is often negative: the rule divides the signed extreme
-// by -8 or -16). Refitting d lowers the objective and keeps sub-scales, zero points and biases,
-// and the file's bytes decode to exactly the solver's weights.
+// by -8 or -16). Refitting d lowers the objective, moving the K-quants' sub-scales within their
+// bit fields lowers it further; zero points and biases stay, and the file's bytes decode to
+// exactly the solver's weights.
 TEST(CdRescale, RefitsTheBlockScalesOfEveryGgmlType) {
   const LayerProblem p = make_synthetic_problem(16, 256, SyntheticOptions{});
   for (const GgmlTypeTraits& tr : ggml_all_types()) {
@@ -153,8 +154,29 @@ TEST(CdRescale, RefitsTheBlockScalesOfEveryGgmlType) {
     EXPECT_EQ(codes_only.grid.scale, grid.scale);
     opt.fixed_sub_scale = sub.data();
     opt.fixed_block_groups = static_cast<int>(qb.groups_per_block());
+    const SolveResult d_only = solve_layer(p.w, p.h, Method::Cd, opt);
+    const SubScaleRange range = ggml_sub_scale_range(tr.type);
+    opt.fixed_sub_lo = range.lo;
+    opt.fixed_sub_hi = range.hi;
     const SolveResult refit = solve_layer(p.w, p.h, Method::Cd, opt);
-    EXPECT_LT(refit.objective, codes_only.objective);
+    EXPECT_LT(d_only.objective, codes_only.objective);
+    EXPECT_EQ(d_only.sub_scale, sub);
+    ASSERT_EQ(refit.sub_scale.size(), sub.size());
+    if (range.lo < range.hi) {  // K-quants: the sub-scales move too, within their bit fields
+      EXPECT_LE(refit.objective, d_only.objective);
+      // One sub-scale step is 1.5-3% of a group's scale: coarse against the optimal moves at 5
+      // bits (Q5_K moved none here), not at 2-4 bits or with Q6_K's 8-bit sub-scales.
+      if (tr.type != GgmlType::Q5_K) {
+        EXPECT_LT(refit.objective, d_only.objective);
+        EXPECT_NE(refit.sub_scale, sub);
+      }
+      for (int16_t v : refit.sub_scale) {
+        EXPECT_GE(v, range.lo);
+        EXPECT_LE(v, range.hi);
+      }
+    } else {
+      EXPECT_EQ(refit.objective, d_only.objective);
+    }
     EXPECT_EQ(refit.grid.zero, grid.zero);
     if (!grid.is_integer_grid()) {
       EXPECT_EQ(refit.grid.bias, grid.bias);
@@ -168,7 +190,7 @@ TEST(CdRescale, RefitsTheBlockScalesOfEveryGgmlType) {
     if (tr.type == GgmlType::Q4_0 || tr.type == GgmlType::Q5_0) {
       EXPECT_GT(moved_negative, 0);
     }
-    qb.take_scales(refit.grid);  // throws unless scale = fp16 d * sub-scale everywhere
+    qb.take_scales(refit.grid, refit.sub_scale);  // throws unless scale = fp16 d * sub everywhere
     const Matrix back = dequantize_tensor(tr.type, pack_codes(qb, refit.codes), 16, 256);
     EXPECT_EQ(back.data, refit.q.data);
   }

@@ -541,14 +541,14 @@ TEST(GgmlQuants, TakeScalesStoresOnlyWhatTheTypeCanHold) {
   Grid grid = qb.to_grid();
   grid.scale[3] = fp16_to_float(float_to_fp16(grid.scale[3] * 1.25f));
   grid.bias[3] = -8.0f * grid.scale[3];
-  qb.take_scales(grid);
+  qb.take_scales(grid, qb.group_sub_scales());
   EXPECT_EQ(fp16_to_float(qb.d[3]), grid.scale[3]);
   grid.scale[1] *= 1.0001f;  // between two fp16 values
-  EXPECT_THAT(error_of([&] { qb.take_scales(grid); }), HasSubstr("cannot be stored"));
+  EXPECT_THAT(error_of([&] { qb.take_scales(grid, qb.group_sub_scales()); }), HasSubstr("cannot be stored"));
   grid = qb.to_grid();
   grid.zero[0] = 7;
-  EXPECT_THAT(error_of([&] { qb.take_scales(grid); }), HasSubstr("not laid out"));
-  EXPECT_THAT(error_of([&] { qb.take_scales(make_grid_layout(2, 32, 32, 15)); }),
+  EXPECT_THAT(error_of([&] { qb.take_scales(grid, qb.group_sub_scales()); }), HasSubstr("not laid out"));
+  EXPECT_THAT(error_of([&] { qb.take_scales(make_grid_layout(2, 32, 32, 15), qb.group_sub_scales()); }),
               HasSubstr("not laid out"));
 
   // Q4_K: one d per 8 groups; a new d must scale all 8 sub-scales, and the mins stay.
@@ -556,15 +556,15 @@ TEST(GgmlQuants, TakeScalesStoresOnlyWhatTheTypeCanHold) {
   Grid kg = k.to_grid();
   const float d_new = fp16_to_float(float_to_fp16(fp16_to_float(k.d[1]) * 0.75f));
   for (size_t g = 8; g < 16; ++g) kg.scale[g] = d_new * static_cast<float>(k.sub_scale[g]);
-  k.take_scales(kg);
+  k.take_scales(kg, k.sub_scale);
   EXPECT_EQ(fp16_to_float(k.d[1]), d_new);
   EXPECT_EQ(dequantize_tensor(GgmlType::Q4_K, pack_codes(k, k.codes), 2, 256).data,
             dequantize(kg, k.codes).data);
   kg.scale[9] *= 2.0f;  // one group alone cannot move
-  EXPECT_THAT(error_of([&] { k.take_scales(kg); }), HasSubstr("cannot be stored"));
+  EXPECT_THAT(error_of([&] { k.take_scales(kg, k.sub_scale); }), HasSubstr("cannot be stored"));
   kg = k.to_grid();
   kg.bias[2] += 0.5f;  // nor can a min
-  EXPECT_THAT(error_of([&] { k.take_scales(kg); }), HasSubstr("cannot be stored"));
+  EXPECT_THAT(error_of([&] { k.take_scales(kg, k.sub_scale); }), HasSubstr("cannot be stored"));
 }
 
 TEST(GgmlQuants, BadInputsRejected) {

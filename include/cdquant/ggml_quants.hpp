@@ -83,11 +83,22 @@ struct QuantizedBlocks {
   // Every group's integer multiplier of its block's d, [rows, groups_per_row()]: sub_scale
   // for K-quants, 1 for the 32-weight types (their group is the block).
   std::vector<int16_t> group_sub_scales() const;
-  // Stores the block scales d of a grid of the same layout that differs from to_grid() only
-  // by d (a solver's refit: scale = d' * sub-scale, zero points and biases unchanged). Throws
-  // Error when the grid is not of that form or a d' is not an fp16 value.
-  void take_scales(const Grid& grid);
+  // Stores the block scales of a grid of the same layout that differs from to_grid() only by
+  // its scales, each d' * group_sub[k] (a solver's refit of d and, for K-quants, of the integer
+  // sub-scales; zero points and mins unchanged): sets d and sub_scale. Throws Error when the
+  // grid is not of that form, a d' is not an fp16 value or a sub-scale leaves its bit field.
+  void take_scales(const Grid& grid, const std::vector<int16_t>& group_sub);
 };
+
+// The integer sub-block scales (and mins) a type's bit fields hold: Q2_K 0..15 (mins 0..15),
+// Q3_K -32..31, Q4_K/Q5_K 0..63 (mins 0..63), Q6_K -128..127; the 32-weight types' single
+// group has the fixed sub-scale 1.
+struct SubScaleRange {
+  int lo = 1;
+  int hi = 1;
+  int min_hi = 0;  // 0: the type has no sub-block mins
+};
+SubScaleRange ggml_sub_scale_range(GgmlType t);
 
 // Chooses the block parameters of W [d_out, d_in] (d_in a multiple of the block size) by the
 // type's own rule. importance [d_in] null: ggml's reference quantizer (quantize_row_*_ref).

@@ -20,9 +20,10 @@ struct LinearResult {
   int layer = 0;
   Linear linear = Linear::Q;
   Grid grid;
-  std::vector<uint8_t> codes;  // [d_out, d_in]
-  double objective = 0.0;      // L(Q) with the undamped H
-  double relative = 0.0;       // L(Q) / tr(W H W^T)
+  std::vector<uint8_t> codes;      // [d_out, d_in]
+  std::vector<int16_t> sub_scale;  // refitted sub-scales of a FixedGrid (SolveResult), or empty
+  double objective = 0.0;          // L(Q) with the undamped H
+  double relative = 0.0;           // L(Q) / tr(W H W^T)
   double seconds = 0.0;
   std::vector<std::string> notes;
 };
@@ -42,6 +43,7 @@ struct FixedGrid {
   Grid grid;
   std::vector<int16_t> sub_scale;  // [d_out, n_groups] or empty
   int block_groups = 1;
+  int sub_lo = 1, sub_hi = 1;  // range the sub-scales may move within (SolverOptions)
 };
 
 // Chooses a fixed grid for one linear (e.g. a GGUF block format) or nullopt for the solver's

@@ -48,13 +48,20 @@ struct SolverOptions {
   // sub-scales, zero points and biases are kept. Null: fixed_grid is kept as it is.
   const int16_t* fixed_sub_scale = nullptr;  // [d_out, n_groups]
   int fixed_block_groups = 1;
+  // With fixed_sub_scale: the range each integer sub-scale may move within (ggml K-quants: the
+  // bit field's, see ggml_sub_scale_range); lo == hi: the sub-scales stay.
+  int fixed_sub_lo = 1;
+  int fixed_sub_hi = 1;
   int threads = 0;  // 0: OpenMP default
 };
 
 struct SolveResult {
   Method method = Method::Rtn;
   Grid grid;
-  std::vector<uint8_t> codes;       // [d_out, d_in]
+  std::vector<uint8_t> codes;  // [d_out, d_in]
+  // CD family with options.fixed_sub_scale: the sub-scales of `grid` (scale = d * sub_scale),
+  // refitted within their range; empty otherwise (the given ones stand).
+  std::vector<int16_t> sub_scale;   // [d_out, n_groups]
   Matrix q;                         // [d_out, d_in] dequantized weights
   double objective = 0.0;           // L(Q) with the undamped H
   double reference = 0.0;           // tr(W H W^T), undamped

@@ -132,7 +132,9 @@ struct GgufModelWriter::Impl {
     std::vector<float> imp;
     if (options.importance) imp = importance_of(h);
     QuantizedBlocks qb = choose_block_scales(w, t, imp.empty() ? nullptr : imp.data());
-    FixedGrid g{qb.to_grid(), qb.group_sub_scales(), static_cast<int>(qb.groups_per_block())};
+    const SubScaleRange range = ggml_sub_scale_range(t);
+    FixedGrid g{qb.to_grid(), qb.group_sub_scales(), static_cast<int>(qb.groups_per_block()),
+                range.lo, range.hi};
     qb.codes = {};  // the solver's codes replace the rule's own
     pending[{layer, static_cast<int>(l)}] = std::move(qb);
     return g;
@@ -148,7 +150,8 @@ struct GgufModelWriter::Impl {
       CDQ_CHECK(it != pending.end(),
                 "GGUF writer: {} was not solved on its {} grid (grid chooser not used?)",
                 gguf_linear_name(layer, l), ggml_type_name(t));
-      it->second.take_scales(r->grid);
+      it->second.take_scales(r->grid,
+                             r->sub_scale.empty() ? it->second.group_sub_scales() : r->sub_scale);
       bytes = pack_codes(it->second, r->codes);
     } else {
       // Float types: the block already holds the rounded weights (solved on float_grid).

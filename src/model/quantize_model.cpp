@@ -76,6 +76,8 @@ LinearResult solve_linear(int layer, Linear l, BlockWeights& block, const Matrix
     if (!fixed->sub_scale.empty()) {
       so.fixed_sub_scale = fixed->sub_scale.data();
       so.fixed_block_groups = fixed->block_groups;
+      so.fixed_sub_lo = fixed->sub_lo;
+      so.fixed_sub_hi = fixed->sub_hi;
     }
   }
   SolveResult r = solve_layer(w, h, options.method, so);
@@ -88,6 +90,7 @@ LinearResult solve_linear(int layer, Linear l, BlockWeights& block, const Matrix
   out.notes = std::move(r.notes);
   out.grid = std::move(r.grid);
   out.codes = std::move(r.codes);
+  out.sub_scale = std::move(r.sub_scale);
   w = std::move(r.q);
   return out;
 }

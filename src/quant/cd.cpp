@@ -195,7 +195,9 @@ CdStats refine_codes(const Matrix& w, const Matrix& h, Grid& grid, std::vector<u
                   options.rescale_rounds,
                   options.shift_zero && grid.n_groups == 1,
                   options.sub_scale,
-                  std::max(1, options.block_groups)};
+                  std::max(1, options.block_groups),
+                  options.sub_lo,
+                  options.sub_hi};
   }
 
   std::vector<int64_t> moves(static_cast<size_t>(d_out), 0);
@@ -354,8 +356,12 @@ void solve_cd_family(const Matrix& w, const Matrix& h, Method method, const Solv
   co.shift_zero = !fixed && !options.grid.symmetric;
   co.fp16_scales = fixed ? free_d : options.grid.fp16_scales;
   if (free_d) {
-    co.sub_scale = options.fixed_sub_scale;
+    const auto n_scales = static_cast<size_t>(res.grid.d_out * res.grid.n_groups);
+    res.sub_scale.assign(options.fixed_sub_scale, options.fixed_sub_scale + n_scales);
+    co.sub_scale = res.sub_scale.data();
     co.block_groups = options.fixed_block_groups;
+    co.sub_lo = options.fixed_sub_lo;
+    co.sub_hi = options.fixed_sub_hi;
   }
   const CdStats st = refine_codes(ph.dead_count() > 0 ? w_live : w, ph.h, res.grid, res.codes, co);
   res.seconds_refine = seconds_since(t0);

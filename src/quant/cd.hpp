@@ -39,8 +39,10 @@ struct CdOptions {
   // Scales stored as d * sub_scale[r, k] with one fp16 d per block_groups consecutive groups
   // of a row (ggml block types; biases of scale/bias grids stay): the refit moves each d, and
   // the grid need not be an integer grid. Null: every group scale is free.
-  const int16_t* sub_scale = nullptr;  // [d_out, n_groups]
+  // The sub-scales themselves move within sub_lo..sub_hi (written back; lo == hi: fixed).
+  int16_t* sub_scale = nullptr;  // [d_out, n_groups]
   int block_groups = 1;
+  int sub_lo = 1, sub_hi = 1;
   // With rescale_rounds > 0 on a per-channel grid: also try zero point -1 and +1 per row (the
   // codes shift along, so only codes clamped at the ends change value), refit and descend
   // again, and keep what lowers the row objective. Off for symmetric grids (zero is fixed).

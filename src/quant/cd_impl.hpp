@@ -18,8 +18,9 @@ struct Rescale {
   bool fp16 = false;                   // stored scales are rounded to fp16
   int rounds = 0;                      // rescale + descent rounds (CdOptions::rescale_rounds)
   bool shift_zero = false;             // per-channel asymmetric rows also try zero +- 1
-  const int16_t* sub_scale = nullptr;  // CdOptions::sub_scale: shared fp16 multipliers d
+  int16_t* sub_scale = nullptr;  // CdOptions::sub_scale: shared fp16 multipliers d
   int block_groups = 1;
+  int sub_lo = 1, sub_hi = 1;  // integer sub-scales move within this range (lo == hi: fixed)
 };
 
 // Read-only data shared by all rows.

@@ -155,6 +155,86 @@ void apply_block(const Shared& sh, Row& r, int g0, int g1, const BlockStep& st) 
   r.obj -= st.dec;
 }
 
+// One row's move of one group's integer sub-scale (K-quants): its scale becomes d * sub.
+struct SubStep {
+  int16_t sub = 0;
+  float scale = 0.0f;
+  double dec = 0.0;
+  bool accept = false;
+};
+
+// The value of coordinate j moves by delta * w_j when its group's scale moves by delta:
+// w_j = c_j - z on an integer grid, c_j on a scale/bias grid. The best delta is
+// -w^T g / w^T H_GG w; the sub-scale nearest to it (in steps of d, within sub_lo..sub_hi) is
+// taken when it lowers the row objective.
+SubStep sub_step(const Shared& sh, const Row& r, int grp, float d, float* w) {
+  const Grid& grid = *sh.rescale.grid;
+  const size_t k = grid.at(r.row, grp);
+  const int32_t* cols = sh.rescale.cols + sh.rescale.start[grp];
+  const int64_t count = sh.rescale.start[grp + 1] - sh.rescale.start[grp];
+  const float zero = grid.is_integer_grid() ? static_cast<float>(grid.zero[k]) : 0.0f;
+  double wg = 0.0, whw = 0.0;
+  for (int64_t m = 0; m < count; ++m) {
+    w[m] = r.st.c[cols[m]] - zero;
+    wg += static_cast<double>(w[m]) * r.st.g[cols[m]];
+  }
+  for (int64_t m = 0; m < count; ++m) {
+    const float* hrow = sh.h->row(cols[m]);
+    double acc = 0.0;
+    for (int64_t l = 0; l < count; ++l) acc += static_cast<double>(hrow[cols[l]]) * w[l];
+    whw += w[m] * acc;
+  }
+  SubStep st;
+  if (!(whw > 0.0)) return st;
+  const float s = grid.scale[k];
+  const double target = (static_cast<double>(s) - wg / whw) / static_cast<double>(d);
+  st.sub = static_cast<int16_t>(
+      std::clamp<double>(std::nearbyint(target), sh.rescale.sub_lo, sh.rescale.sub_hi));
+  if (st.sub == sh.rescale.sub_scale[k]) return st;
+  st.scale = d * static_cast<float>(st.sub);
+  const double delta = static_cast<double>(st.scale) - static_cast<double>(s);
+  st.dec = -(2.0 * delta * wg + delta * delta * whw);
+  st.accept = st.dec > r.tol;
+  return st;
+}
+
+// Moves the sub-scale of group grp in every row q with active[q] where that pays (rows side by
+// side, as rescale_blocks). d[q]: row q's block multiplier (0: skip the row).
+void move_sub_scales(const Shared& sh, Row* rows, int count, int grp, const float* d,
+                     const bool* active, bool* moved, std::vector<float>& w, int64_t widest) {
+  Grid& grid = *sh.rescale.grid;
+  SubStep steps[kMaxRescaleRows];
+  bool any = false;
+  for (int q = 0; q < count; ++q) {
+    steps[q] = active[q] && d[q] != 0.0f ? sub_step(sh, rows[q], grp, d[q], w.data() + q * widest)
+                                         : SubStep{};
+    any = any || steps[q].accept;
+  }
+  if (!any) return;
+  const int32_t* cols = sh.rescale.cols + sh.rescale.start[grp];
+  const int64_t width = sh.rescale.start[grp + 1] - sh.rescale.start[grp];
+  for (int64_t m = 0; m < width; ++m) {
+    const float* hrow = sh.h->row(cols[m]);
+    for (int q = 0; q < count; ++q) {
+      if (!steps[q].accept) continue;
+      const size_t k = grid.at(rows[q].row, grp);
+      const auto step = static_cast<float>(
+          (static_cast<double>(steps[q].scale) - static_cast<double>(grid.scale[k])) *
+          w[q * widest + m]);
+      float* g = rows[q].st.g;
+#pragma omp simd
+      for (int64_t j = 0; j < sh.n; ++j) g[j] += step * hrow[j];
+    }
+  }
+  for (int q = 0; q < count; ++q) {
+    if (!steps[q].accept) continue;
+    sh.rescale.sub_scale[grid.at(rows[q].row, grp)] = steps[q].sub;
+    apply_scale(sh, rows[q], grp, steps[q].scale, cols, width);
+    rows[q].obj -= steps[q].dec;
+    moved[q] = true;
+  }
+}
+
 // One refit pass over the blocks of every row q with active[q], rows side by side so that each
 // row of H read for the gradient update serves all of them (the update is the pass's main
 // cost: |B| rows of H per block, all of H per row). moved[q]: some scale of row q moved. Each
@@ -179,22 +259,28 @@ void rescale_blocks(const Shared& sh, Row* rows, int count, const bool* active, 
       steps[q] = active[q] ? block_step(sh, rows[q], g0, g1, u.data() + q * widest) : BlockStep{};
       any = any || steps[q].accept;
     }
-    if (!any) continue;
-    for (int64_t k = 0; k < width; ++k) {
-      const float* hrow = sh.h->row(cols[k]);  // H symmetric: row j is column j
+    if (any) {
+      for (int64_t k = 0; k < width; ++k) {
+        const float* hrow = sh.h->row(cols[k]);  // H symmetric: row j is column j
+        for (int q = 0; q < count; ++q) {
+          if (!steps[q].accept) continue;
+          const auto step = static_cast<float>(steps[q].mu * u[q * widest + k]);
+          float* g = rows[q].st.g;
+#pragma omp simd
+          for (int64_t j = 0; j < sh.n; ++j) g[j] += step * hrow[j];
+        }
+      }
       for (int q = 0; q < count; ++q) {
         if (!steps[q].accept) continue;
-        const auto step = static_cast<float>(steps[q].mu * u[q * widest + k]);
-        float* g = rows[q].st.g;
-#pragma omp simd
-        for (int64_t j = 0; j < sh.n; ++j) g[j] += step * hrow[j];
+        apply_block(sh, rows[q], g0, g1, steps[q]);
+        moved[q] = true;
       }
     }
-    for (int q = 0; q < count; ++q) {
-      if (!steps[q].accept) continue;
-      apply_block(sh, rows[q], g0, g1, steps[q]);
-      moved[q] = true;
-    }
+    if (sh.rescale.sub_scale == nullptr || sh.rescale.sub_lo >= sh.rescale.sub_hi) continue;
+    float d[kMaxRescaleRows];
+    for (int q = 0; q < count; ++q) d[q] = block_multiplier(sh, rows[q], g0, g1).value_or(0.0f);
+    for (int grp = g0; grp < g1; ++grp)
+      move_sub_scales(sh, rows, count, grp, d, active, moved, u, widest);
   }
 }
 

@@ -116,24 +116,10 @@ void pack_block(GgmlType t, const RowIn& in, int64_t b, uint8_t* out) {
 
 // The sub-block parameters must fit their bit fields, or the bytes would decode differently.
 void check_sub_params(const QuantizedBlocks& q) {
-  int lo = 0, hi = 0, mhi = 0;
-  switch (q.type) {
-    case GgmlType::Q2_K:
-      hi = 15, mhi = 15;
-      break;
-    case GgmlType::Q3_K:
-      lo = -32, hi = 31;
-      break;
-    case GgmlType::Q4_K:
-    case GgmlType::Q5_K:
-      hi = 63, mhi = 63;
-      break;
-    case GgmlType::Q6_K:
-      lo = -128, hi = 127;
-      break;
-    default:
-      return;
-  }
+  const GgmlTypeTraits& tr = ggml_traits(q.type);
+  if (tr.block_size == tr.group_size) return;  // no sub-blocks
+  const SubScaleRange range = ggml_sub_scale_range(q.type);
+  const int lo = range.lo, hi = range.hi, mhi = range.min_hi;
   const auto n = static_cast<size_t>(q.rows * q.groups_per_row());
   CDQ_CHECK(q.sub_scale.size() == n && (mhi == 0 || q.sub_min.size() == n),
             "{} blocks need {} sub-block scales{}", ggml_type_name(q.type), n,
@@ -199,6 +185,22 @@ std::vector<uint8_t> quantize_reference(GgmlType type, const Matrix& w, const fl
   if (!ggml_traits(type).quantized()) return encode_floats(type, w);
   const QuantizedBlocks q = choose_block_scales(w, type, importance);
   return pack_codes(q, q.codes);
+}
+
+SubScaleRange ggml_sub_scale_range(GgmlType t) {
+  switch (t) {
+    case GgmlType::Q2_K:
+      return {0, 15, 15};
+    case GgmlType::Q3_K:
+      return {-32, 31, 0};
+    case GgmlType::Q4_K:
+    case GgmlType::Q5_K:
+      return {0, 63, 63};
+    case GgmlType::Q6_K:
+      return {-128, 127, 0};
+    default:
+      return {};
+  }
 }
 
 }  // namespace cdq

@@ -506,31 +506,35 @@ std::optional<float> block_multiplier(const Grid& grid, const int16_t* sub, size
 
 }  // namespace
 
-void QuantizedBlocks::take_scales(const Grid& grid) {
+void QuantizedBlocks::take_scales(const Grid& grid, const std::vector<int16_t>& group_sub) {
   const GgmlTypeTraits& tr = ggml_traits(type);
   CDQ_CHECK(tr.quantized(), "{} has no block scales", tr.name);
   const Grid before = to_grid();
   CDQ_CHECK(grid.d_out == rows && grid.d_in == cols && grid.n_groups == before.n_groups &&
-                grid.zero == before.zero,
+                grid.zero == before.zero && group_sub.size() == before.scale.size(),
             "{} block scales: the grid is not laid out as this [{}, {}] tensor's blocks", tr.name,
             rows, cols);
-  const std::vector<int16_t> sub = group_sub_scales();
+  const SubScaleRange range = ggml_sub_scale_range(type);
   const int64_t per_block = groups_per_block();
+  std::vector<uint16_t> new_d(d.size());
   for (size_t blk = 0; blk < d.size(); ++blk) {
     const size_t k0 = blk * static_cast<size_t>(per_block);
-    const std::optional<float> m = block_multiplier(grid, sub.data(), k0, per_block);
-    const uint16_t bits = m ? float_to_fp16(*m) : d[blk];
-    const float dv = fp16_to_float(bits);
+    const std::optional<float> m = block_multiplier(grid, group_sub.data(), k0, per_block);
+    new_d[blk] = m ? float_to_fp16(*m) : d[blk];
+    const float dv = fp16_to_float(new_d[blk]);
     for (size_t k = k0; k < k0 + static_cast<size_t>(per_block); ++k) {
-      const float scale = sub[k] == 0 ? grid.scale[k] : dv * static_cast<float>(sub[k]);
+      const int sub = group_sub[k];
+      const float scale = dv * static_cast<float>(sub);
       const float bias = grid.is_integer_grid() ? grid.bias[k] : before.bias[k];
-      CDQ_CHECK(grid.scale[k] == scale && grid.bias[k] == bias && (sub[k] != 0 || scale == 0.0f),
-                "{} block {}: group scale {} / bias {} cannot be stored (fp16 d {} times "
-                "sub-scale {}, bias {})",
-                tr.name, blk, grid.scale[k], grid.bias[k], dv, sub[k], bias);
+      CDQ_CHECK(
+          sub >= range.lo && sub <= range.hi && grid.scale[k] == scale && grid.bias[k] == bias,
+          "{} block {}: group scale {} / bias {} cannot be stored (fp16 d {} times "
+          "sub-scale {} in {}..{}, bias {})",
+          tr.name, blk, grid.scale[k], grid.bias[k], dv, sub, range.lo, range.hi, bias);
     }
-    d[blk] = bits;
   }
+  d = std::move(new_d);
+  if (!sub_scale.empty()) sub_scale = group_sub;
 }
 
 }  // namespace cdq
