@@ -5,28 +5,17 @@
 // tr((Q - W) H (Q - W)^T) / tr(W H W^T). Block scales by ggml's rule, or with --importance by
 // its importance-weighted search with diag(H) (llama.cpp's imatrix path).
 #include <fmt/format.h>
-#include <omp.h>
 
 #include <CLI/CLI.hpp>
 #include <cdquant/ggml_quants.hpp>
 #include <cdquant/solver.hpp>
 #include <cdquant/synthetic.hpp>
-#include <sstream>
 #include <string>
 #include <vector>
 
-extern "C" void openblas_set_num_threads(int);
+#include "bench_common.hpp"
 
 namespace {
-
-std::vector<std::string> split(const std::string& s, char sep) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, sep))
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
 
 struct Row {
   std::string label;
@@ -47,8 +36,7 @@ void print_type(const std::string& shape, const char* type, const std::vector<Ro
 std::vector<Row> solve_type(const cdq::LayerProblem& p, cdq::GgmlType type, bool importance,
                             int rescale) {
   std::vector<float> imp;
-  if (importance)
-    for (int64_t c = 0; c < p.h.rows; ++c) imp.push_back(std::max(p.h(c, c), 1e-12f));
+  if (importance) imp = cdq::ggml_importance(p.h);  // as `cdquant quantize --format gguf`
   const cdq::QuantizedBlocks qb =
       cdq::choose_block_scales(p.w, type, importance ? imp.data() : nullptr);
   const cdq::Grid grid = qb.to_grid();
@@ -95,21 +83,16 @@ int main(int argc, char** argv) {
   app.add_option("--rescale", rescale, "override SolverOptions.cd_rescale_rounds (default 4)");
   CLI11_PARSE(app, argc, argv);
   try {
-    if (threads > 0) {
-      omp_set_num_threads(threads);
-      openblas_set_num_threads(threads);
-    }
+    cdq::bench::set_threads(threads);
     fmt::print("{:>11} {:>5} {:>19} {:>19} {:>19} {:>19} {:>19} {:>19} {:>9} {:>9}\n", "shape",
                "type", "rule rel (s)", "rtn", "gptq-ao", "cd codes only", "cd + d", "cd + d + sub",
                "vs gptq", "vs codes");
-    for (const auto& shape : split(shapes, ',')) {
-      const auto x = shape.find('x');
-      CDQ_CHECK(x != std::string::npos, "shape '{}' must look like 2048x2048", shape);
+    for (const auto& shape : cdq::bench::split(shapes, ',')) {
+      const auto [d_out, d_in] = cdq::bench::parse_shape(shape);
       cdq::SyntheticOptions so;
       so.seed = seed;
-      const cdq::LayerProblem p = cdq::make_synthetic_problem(std::stoll(shape.substr(0, x)),
-                                                              std::stoll(shape.substr(x + 1)), so);
-      for (const auto& t : split(types, ',')) {
+      const cdq::LayerProblem p = cdq::make_synthetic_problem(d_out, d_in, so);
+      for (const auto& t : cdq::bench::split(types, ',')) {
         const cdq::GgmlType type = cdq::parse_ggml_type(t);
         print_type(shape, cdq::ggml_type_name(type), solve_type(p, type, importance, rescale));
       }

@@ -3,21 +3,19 @@
 // the CD family the refinement time over the act-order GPTQ time and the objective reduction
 // against act-order GPTQ (their start).
 #include <fmt/format.h>
-#include <omp.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cdquant/solver.hpp>
 #include <cdquant/synthetic.hpp>
-#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <string>
 #include <vector>
 
-extern "C" void openblas_set_num_threads(int);
+#include "bench_common.hpp"
 
 namespace {
 
@@ -41,21 +39,6 @@ const std::vector<MethodSpec>& known_methods() {
       {"cd-rtn", Method::Cd, false, Method::Rtn},      // CD from RTN
   };
   return specs;
-}
-
-std::vector<std::string> split(const std::string& s, char sep) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, sep))
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
-
-std::pair<int64_t, int64_t> parse_shape(const std::string& s) {
-  const auto x = s.find('x');
-  CDQ_CHECK(x != std::string::npos, "shape '{}' must look like 4096x4096 (d_out x d_in)", s);
-  return {std::stoll(s.substr(0, x)), std::stoll(s.substr(x + 1))};
 }
 
 // Solves until min_time seconds have been spent (at least once, at most 15 runs): the result
@@ -115,12 +98,9 @@ int main(int argc, char** argv) {
   if (quick) shapes = "768x768,2048x768,768x2048";
 
   try {
-    if (threads > 0) {
-      omp_set_num_threads(threads);
-      openblas_set_num_threads(threads);
-    }
+    cdq::bench::set_threads(threads);
     std::vector<MethodSpec> specs;
-    for (const auto& name : split(methods, ',')) {
+    for (const auto& name : cdq::bench::split(methods, ',')) {
       bool found = false;
       for (const auto& s : known_methods())
         if (s.name == name) {
@@ -133,8 +113,8 @@ int main(int argc, char** argv) {
     nlohmann::json records = nlohmann::json::array();
     fmt::print("{:>11} {:>4} {:>9} {:>9} {:>10} {:>9} {:>9} {:>10} {:>10}\n", "shape", "bits",
                "method", "seconds", "rel_obj", "refine_s", "moves/row", "refine/ao", "reduction");
-    for (const auto& shape_s : split(shapes, ',')) {
-      const auto [d_out, d_in] = parse_shape(shape_s);
+    for (const auto& shape_s : cdq::bench::split(shapes, ',')) {
+      const auto [d_out, d_in] = cdq::bench::parse_shape(shape_s);
       cdq::SyntheticOptions so;
       so.seed = seed;
       const auto t0 = std::chrono::steady_clock::now();
@@ -142,7 +122,7 @@ int main(int argc, char** argv) {
       const double gen_s =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       fmt::print("# {} problem generated in {:.2f} s\n", shape_s, gen_s);
-      for (const auto& b : split(bits_list, ',')) {
+      for (const auto& b : cdq::bench::split(bits_list, ',')) {
         std::map<std::string, cdq::SolveResult> done;
         for (const auto& spec : specs) {
           cdq::SolverOptions opt;

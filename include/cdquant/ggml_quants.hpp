@@ -100,6 +100,11 @@ struct SubScaleRange {
 };
 SubScaleRange ggml_sub_scale_range(GgmlType t);
 
+// ggml's imatrix from a layer Hessian: per-column importance diag(H) (proportional to
+// llama.cpp's sum of x^2), floored at 1e-6 of its mean so that dead columns (H_cc = 0) do not
+// zero a whole sub-block's weights. [d_in]
+std::vector<float> ggml_importance(const Matrix& h);
+
 // Chooses the block parameters of W [d_out, d_in] (d_in a multiple of the block size) by the
 // type's own rule. importance [d_in] null: ggml's reference quantizer (quantize_row_*_ref).
 // Non-null: the importance-weighted search ggml runs when given an imatrix (weighted least

@@ -7,6 +7,7 @@
 
 #include <cdquant/matrix.hpp>
 #include <cstdint>
+#include <optional>
 #include <string_view>
 #include <vector>
 
@@ -66,6 +67,11 @@ struct Grid {
   int nearest(int64_t r, int64_t c, float w) const;
   bool is_integer_grid() const { return !zero.empty(); }
 };
+
+// The multiplier m of `count` groups whose scales are m * sub[k] (formats that store one scale
+// for several groups, as ggml's K-quants): the scale of the first group with a nonzero sub over
+// that sub (exact when m is an fp16 and |sub| < 2^8); nullopt when every sub is 0.
+std::optional<float> shared_multiplier(const float* scale, const int16_t* sub, int64_t count);
 
 // Column layout only: contiguous groups of group_size (ragged last group), scales unset.
 Grid make_grid_layout(int64_t d_out, int64_t d_in, int group_size, int maxq);

@@ -38,18 +38,6 @@ Grid float_grid(const Matrix& w, GgmlType t) {
   return g;
 }
 
-// ggml's imatrix: per-column importance. diag(H) is proportional to llama.cpp's sum of x^2; a
-// small floor keeps dead columns (H_cc = 0) from zeroing a whole sub-block's weights.
-std::vector<float> importance_of(const Matrix& h) {
-  std::vector<float> imp(static_cast<size_t>(h.rows));
-  double mean = 0.0;
-  for (int64_t c = 0; c < h.rows; ++c) mean += h(c, c);
-  mean /= static_cast<double>(std::max<int64_t>(1, h.rows));
-  const auto floor = static_cast<float>(1e-6 * mean) + 1e-30f;
-  for (int64_t c = 0; c < h.rows; ++c) imp[static_cast<size_t>(c)] = std::max(h(c, c), floor);
-  return imp;
-}
-
 // q/k rows in the file's order (rotate-half for qwen2); rows are independent in every ggml
 // type, so permuting packed rows is permuting the weights.
 std::vector<uint8_t> permute_rows(const std::vector<uint8_t>& bytes, int64_t rows, int head_dim) {
@@ -130,7 +118,7 @@ struct GgufModelWriter::Impl {
     const GgmlType t = plan.linear(layer, l);
     if (!ggml_traits(t).quantized()) return FixedGrid{float_grid(w, t), {}, 1};
     std::vector<float> imp;
-    if (options.importance) imp = importance_of(h);
+    if (options.importance) imp = ggml_importance(h);
     QuantizedBlocks qb = choose_block_scales(w, t, imp.empty() ? nullptr : imp.data());
     const SubScaleRange range = ggml_sub_scale_range(t);
     FixedGrid g{qb.to_grid(), qb.group_sub_scales(), static_cast<int>(qb.groups_per_block()),

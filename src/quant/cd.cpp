@@ -186,7 +186,7 @@ CdStats refine_codes(const Matrix& w, const Matrix& h, Grid& grid, std::vector<u
   std::vector<float> hw;
   if (rescale) {
     columns = cdk::group_columns(grid);
-    if (grid.n_groups == 1) hw = weight_gradient(w, h, ld);
+    if (grid.n_groups == 1 && options.sub_scale == nullptr) hw = weight_gradient(w, h, ld);
     sh.rescale = {&grid,
                   hw.data(),
                   columns.cols.data(),

@@ -13,12 +13,12 @@ namespace cdq::cdk {
 struct Rescale {
   Grid* grid = nullptr;  // null: codes only
   const float* hw = nullptr;
-  const int32_t* cols = nullptr;       // columns of every group, group after group
-  const int64_t* start = nullptr;      // [n_groups + 1] offsets into cols
-  bool fp16 = false;                   // stored scales are rounded to fp16
-  int rounds = 0;                      // rescale + descent rounds (CdOptions::rescale_rounds)
-  bool shift_zero = false;             // per-channel asymmetric rows also try zero +- 1
-  int16_t* sub_scale = nullptr;  // CdOptions::sub_scale: shared fp16 multipliers d
+  const int32_t* cols = nullptr;   // columns of every group, group after group
+  const int64_t* start = nullptr;  // [n_groups + 1] offsets into cols
+  bool fp16 = false;               // stored scales are rounded to fp16
+  int rounds = 0;                  // rescale + descent rounds (CdOptions::rescale_rounds)
+  bool shift_zero = false;         // per-channel asymmetric rows also try zero +- 1
+  int16_t* sub_scale = nullptr;    // CdOptions::sub_scale: shared fp16 multipliers d
   int block_groups = 1;
   int sub_lo = 1, sub_hi = 1;  // integer sub-scales move within this range (lo == hi: fixed)
 };
@@ -78,17 +78,12 @@ RescaleColumns group_columns(const Grid& grid);
 // sh.sweeps passes (the first descent of a batch of cyclic rows runs batched in the caller).
 void descend(const Shared& sh, Row& r);
 
-// Alternates scale refits and descents (sh.rescale.rounds at most), then, when
-// sh.rescale.shift_zero, tries moving the zero point of the row by -1 and +1 (cd_rescale.cpp).
-void refit_row(const Shared& sh, Row& r);
-
-// Refits every group scale of row r to its optimum for the current codes (one pass over the
-// groups); true when some scale moved (each accepted change lowers r.obj by more than r.tol).
-bool rescale_row(const Shared& sh, Row& r);
-
-// refit_row for rows side by side (at most kMaxRescaleRows), each with exactly the result of
-// refit_row: grids with several groups per row share each row of H read for the gradient
-// updates across the rows. (Zero shifts are for per-channel rows, which run one by one.)
+// Scale refit of rows (at most kMaxRescaleRows; cd_rescale.cpp): rounds (sh.rescale.rounds at
+// most) of "refit every group scale (or block multiplier d and sub-scales) to its optimum for
+// the current codes, then descend", per row until nothing moves. Grids with several groups per
+// row run the rows side by side, sharing each row of H read for the gradient updates; each row
+// gets exactly the result of running alone. Per-channel rows run one by one and, when
+// sh.rescale.shift_zero, also try their zero point -1 and +1.
 constexpr int kMaxRescaleRows = 16;
 void refit_rows(const Shared& sh, Row* rows, int count);
 

@@ -94,18 +94,41 @@ bool rescale_single_group(const Shared& sh, Row& r) {
   return true;
 }
 
+// x^T H_CC x over the columns C = cols[0 .. count) (x in that order; double accumulation).
+double quadratic_on(const Shared& sh, const int32_t* cols, int64_t count, const float* x) {
+  double total = 0.0;
+  for (int64_t k = 0; k < count; ++k) {
+    const float* hrow = sh.h->row(cols[k]);
+    double acc = 0.0;
+    for (int64_t l = 0; l < count; ++l) acc += static_cast<double>(hrow[cols[l]]) * x[l];
+    total += x[k] * acc;
+  }
+  return total;
+}
+
+// g_q += H[:, C] (factor_q x_q) for every row q with take[q] (x_q = x + q * stride, over the
+// columns C = cols[0 .. width)): rows side by side, so each row of H read serves all of them.
+void add_to_gradients(const Shared& sh, Row* rows, int count, const int32_t* cols, int64_t width,
+                      const bool* take, const double* factor, const float* x, int64_t stride) {
+  for (int64_t m = 0; m < width; ++m) {
+    const float* hrow = sh.h->row(cols[m]);  // H symmetric: row j is column j
+    for (int q = 0; q < count; ++q) {
+      if (!take[q]) continue;
+      const auto step = static_cast<float>(factor[q] * x[q * stride + m]);
+      float* g = rows[q].st.g;
+#pragma omp simd
+      for (int64_t j = 0; j < sh.n; ++j) g[j] += step * hrow[j];
+    }
+  }
+}
+
 // The multiplier m that groups g0 .. g1 - 1 of row r share: their scale when there is no
-// sub-scale (one group), else the scale of the first group with a nonzero sub-scale over it
-// (exact: an fp16 d times a small integer is exact in float). nullopt: all sub-scales are 0.
+// sub-scale (one group), else shared_multiplier of their scales and sub-scales.
 std::optional<float> block_multiplier(const Shared& sh, const Row& r, int g0, int g1) {
   const Grid& grid = *sh.rescale.grid;
-  if (sh.rescale.sub_scale == nullptr) return grid.scale[grid.at(r.row, g0)];
-  for (int grp = g0; grp < g1; ++grp) {
-    const size_t k = grid.at(r.row, grp);
-    if (sh.rescale.sub_scale[k] != 0)
-      return grid.scale[k] / static_cast<float>(sh.rescale.sub_scale[k]);
-  }
-  return std::nullopt;
+  const size_t k0 = grid.at(r.row, g0);
+  if (sh.rescale.sub_scale == nullptr) return grid.scale[k0];
+  return shared_multiplier(grid.scale.data() + k0, sh.rescale.sub_scale + k0, g1 - g0);
 }
 
 // One row's refit of a block of groups, between computing the step and applying it.
@@ -129,12 +152,7 @@ BlockStep block_step(const Shared& sh, const Row& r, int g0, int g1, float* u) {
     u[k] = scale_part(sh, r, cols[k]);
     vg += static_cast<double>(u[k]) * r.st.g[cols[k]];
   }
-  for (int64_t k = 0; k < count; ++k) {
-    const float* hrow = sh.h->row(cols[k]);
-    double acc = 0.0;
-    for (int64_t l = 0; l < count; ++l) acc += static_cast<double>(hrow[cols[l]]) * u[l];
-    vhv += u[k] * acc;
-  }
+  vhv = quadratic_on(sh, cols, count, u);
   if (!(vhv > 0.0)) return st;
   st.m_new = realised_scale(*m, -vg / vhv, sh.rescale.fp16);
   st.mu = realised_step(*m, st.m_new);
@@ -159,6 +177,7 @@ void apply_block(const Shared& sh, Row& r, int g0, int g1, const BlockStep& st) 
 struct SubStep {
   int16_t sub = 0;
   float scale = 0.0f;
+  double delta = 0.0;  // scale - the old scale, exact
   double dec = 0.0;
   bool accept = false;
 };
@@ -173,17 +192,12 @@ SubStep sub_step(const Shared& sh, const Row& r, int grp, float d, float* w) {
   const int32_t* cols = sh.rescale.cols + sh.rescale.start[grp];
   const int64_t count = sh.rescale.start[grp + 1] - sh.rescale.start[grp];
   const float zero = grid.is_integer_grid() ? static_cast<float>(grid.zero[k]) : 0.0f;
-  double wg = 0.0, whw = 0.0;
+  double wg = 0.0;
   for (int64_t m = 0; m < count; ++m) {
     w[m] = r.st.c[cols[m]] - zero;
     wg += static_cast<double>(w[m]) * r.st.g[cols[m]];
   }
-  for (int64_t m = 0; m < count; ++m) {
-    const float* hrow = sh.h->row(cols[m]);
-    double acc = 0.0;
-    for (int64_t l = 0; l < count; ++l) acc += static_cast<double>(hrow[cols[l]]) * w[l];
-    whw += w[m] * acc;
-  }
+  const double whw = quadratic_on(sh, cols, count, w);
   SubStep st;
   if (!(whw > 0.0)) return st;
   const float s = grid.scale[k];
@@ -192,8 +206,8 @@ SubStep sub_step(const Shared& sh, const Row& r, int grp, float d, float* w) {
       std::clamp<double>(std::nearbyint(target), sh.rescale.sub_lo, sh.rescale.sub_hi));
   if (st.sub == sh.rescale.sub_scale[k]) return st;
   st.scale = d * static_cast<float>(st.sub);
-  const double delta = static_cast<double>(st.scale) - static_cast<double>(s);
-  st.dec = -(2.0 * delta * wg + delta * delta * whw);
+  st.delta = static_cast<double>(st.scale) - static_cast<double>(s);
+  st.dec = -(2.0 * st.delta * wg + st.delta * st.delta * whw);
   st.accept = st.dec > r.tol;
   return st;
 }
@@ -204,28 +218,20 @@ void move_sub_scales(const Shared& sh, Row* rows, int count, int grp, const floa
                      const bool* active, bool* moved, std::vector<float>& w, int64_t widest) {
   Grid& grid = *sh.rescale.grid;
   SubStep steps[kMaxRescaleRows];
+  bool take[kMaxRescaleRows];
+  double delta[kMaxRescaleRows];
   bool any = false;
   for (int q = 0; q < count; ++q) {
     steps[q] = active[q] && d[q] != 0.0f ? sub_step(sh, rows[q], grp, d[q], w.data() + q * widest)
                                          : SubStep{};
-    any = any || steps[q].accept;
+    take[q] = steps[q].accept;
+    delta[q] = steps[q].delta;
+    any = any || take[q];
   }
   if (!any) return;
   const int32_t* cols = sh.rescale.cols + sh.rescale.start[grp];
   const int64_t width = sh.rescale.start[grp + 1] - sh.rescale.start[grp];
-  for (int64_t m = 0; m < width; ++m) {
-    const float* hrow = sh.h->row(cols[m]);
-    for (int q = 0; q < count; ++q) {
-      if (!steps[q].accept) continue;
-      const size_t k = grid.at(rows[q].row, grp);
-      const auto step = static_cast<float>(
-          (static_cast<double>(steps[q].scale) - static_cast<double>(grid.scale[k])) *
-          w[q * widest + m]);
-      float* g = rows[q].st.g;
-#pragma omp simd
-      for (int64_t j = 0; j < sh.n; ++j) g[j] += step * hrow[j];
-    }
-  }
+  add_to_gradients(sh, rows, count, cols, width, take, delta, w.data(), widest);
   for (int q = 0; q < count; ++q) {
     if (!steps[q].accept) continue;
     sh.rescale.sub_scale[grid.at(rows[q].row, grp)] = steps[q].sub;
@@ -249,6 +255,8 @@ void rescale_blocks(const Shared& sh, Row* rows, int count, const bool* active, 
   }
   std::vector<float> u(static_cast<size_t>(count * widest));
   BlockStep steps[kMaxRescaleRows];
+  bool take[kMaxRescaleRows];
+  double mu[kMaxRescaleRows];
   for (int q = 0; q < count; ++q) moved[q] = false;
   for (int g0 = 0; g0 < grid.n_groups; g0 += per_block) {
     const int g1 = std::min(g0 + per_block, grid.n_groups);
@@ -257,19 +265,12 @@ void rescale_blocks(const Shared& sh, Row* rows, int count, const bool* active, 
     bool any = false;
     for (int q = 0; q < count; ++q) {
       steps[q] = active[q] ? block_step(sh, rows[q], g0, g1, u.data() + q * widest) : BlockStep{};
-      any = any || steps[q].accept;
+      take[q] = steps[q].accept;
+      mu[q] = steps[q].mu;
+      any = any || take[q];
     }
     if (any) {
-      for (int64_t k = 0; k < width; ++k) {
-        const float* hrow = sh.h->row(cols[k]);  // H symmetric: row j is column j
-        for (int q = 0; q < count; ++q) {
-          if (!steps[q].accept) continue;
-          const auto step = static_cast<float>(steps[q].mu * u[q * widest + k]);
-          float* g = rows[q].st.g;
-#pragma omp simd
-          for (int64_t j = 0; j < sh.n; ++j) g[j] += step * hrow[j];
-        }
-      }
+      add_to_gradients(sh, rows, count, cols, width, take, mu, u.data(), widest);
       for (int q = 0; q < count; ++q) {
         if (!steps[q].accept) continue;
         apply_block(sh, rows[q], g0, g1, steps[q]);
@@ -284,22 +285,11 @@ void rescale_blocks(const Shared& sh, Row* rows, int count, const bool* active, 
   }
 }
 
-}  // namespace
-
-bool rescale_row(const Shared& sh, Row& r) {
-  const Grid& grid = *sh.rescale.grid;
-  if (grid.n_groups == 1 && sh.rescale.sub_scale == nullptr) return rescale_single_group(sh, r);
-  const bool active = true;
-  bool moved = false;
-  rescale_blocks(sh, &r, 1, &active, &moved);
-  return moved;
-}
-
-namespace {
-
+// Per-channel rows (one group, every scale free) refit one by one: rescale_single_group is
+// O(d_in) with the rows of W H, so there is no H to share.
 void refit_rounds(const Shared& sh, Row& r) {
   for (int round = 0; round < sh.rescale.rounds; ++round) {
-    if (!rescale_row(sh, r)) break;
+    if (!rescale_single_group(sh, r)) break;
     r.trace.push_back(r.obj);
     descend(sh, r);
   }
@@ -375,8 +365,8 @@ bool few_clamped(const Shared& sh, const Row& r, int delta) {
   return count <= kMaxClampedForShift;
 }
 
-}  // namespace
-
+// Alternates scale refits and descents (sh.rescale.rounds at most) on a per-channel row, then,
+// when sh.rescale.shift_zero, tries moving its zero point by -1 and +1.
 void refit_row(const Shared& sh, Row& r) {
   refit_rounds(sh, r);
   if (!sh.rescale.shift_zero) return;
@@ -399,6 +389,8 @@ void refit_row(const Shared& sh, Row& r) {
     before.restore(sh, r, k);
   }
 }
+
+}  // namespace
 
 void refit_rows(const Shared& sh, Row* rows, int count) {
   CDQ_ASSERT(count <= kMaxRescaleRows);

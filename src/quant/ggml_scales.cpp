@@ -493,19 +493,6 @@ std::vector<int16_t> QuantizedBlocks::group_sub_scales() const {
   return std::vector<int16_t>(static_cast<size_t>(rows * groups_per_row()), 1);
 }
 
-namespace {
-
-// d' of one block: the scale of its first group with a nonzero sub-scale over that sub-scale
-// (exact: an fp16 times an integer below 2^8 is exact in float); nullopt when all are zero.
-std::optional<float> block_multiplier(const Grid& grid, const int16_t* sub, size_t k0,
-                                      int64_t count) {
-  for (int64_t g = 0; g < count; ++g)
-    if (sub[k0 + g] != 0) return grid.scale[k0 + g] / static_cast<float>(sub[k0 + g]);
-  return std::nullopt;
-}
-
-}  // namespace
-
 void QuantizedBlocks::take_scales(const Grid& grid, const std::vector<int16_t>& group_sub) {
   const GgmlTypeTraits& tr = ggml_traits(type);
   CDQ_CHECK(tr.quantized(), "{} has no block scales", tr.name);
@@ -519,7 +506,8 @@ void QuantizedBlocks::take_scales(const Grid& grid, const std::vector<int16_t>& 
   std::vector<uint16_t> new_d(d.size());
   for (size_t blk = 0; blk < d.size(); ++blk) {
     const size_t k0 = blk * static_cast<size_t>(per_block);
-    const std::optional<float> m = block_multiplier(grid, group_sub.data(), k0, per_block);
+    const std::optional<float> m =
+        shared_multiplier(grid.scale.data() + k0, group_sub.data() + k0, per_block);
     new_d[blk] = m ? float_to_fp16(*m) : d[blk];
     const float dv = fp16_to_float(new_d[blk]);
     for (size_t k = k0; k < k0 + static_cast<size_t>(per_block); ++k) {
@@ -535,6 +523,16 @@ void QuantizedBlocks::take_scales(const Grid& grid, const std::vector<int16_t>& 
   }
   d = std::move(new_d);
   if (!sub_scale.empty()) sub_scale = group_sub;
+}
+
+std::vector<float> ggml_importance(const Matrix& h) {
+  std::vector<float> imp(static_cast<size_t>(h.rows));
+  double mean = 0.0;
+  for (int64_t c = 0; c < h.rows; ++c) mean += h(c, c);
+  mean /= static_cast<double>(std::max<int64_t>(1, h.rows));
+  const auto floor = static_cast<float>(1e-6 * mean) + 1e-30f;
+  for (int64_t c = 0; c < h.rows; ++c) imp[static_cast<size_t>(c)] = std::max(h(c, c), floor);
+  return imp;
 }
 
 }  // namespace cdq

@@ -88,4 +88,10 @@ std::vector<uint8_t> round_to_grid(const Grid& grid, const Matrix& w) {
   return codes;
 }
 
+std::optional<float> shared_multiplier(const float* scale, const int16_t* sub, int64_t count) {
+  for (int64_t k = 0; k < count; ++k)
+    if (sub[k] != 0) return scale[k] / static_cast<float>(sub[k]);
+  return std::nullopt;
+}
+
 }  // namespace cdq
