@@ -7,6 +7,7 @@ void register_commands(CLI::App& app, const std::string& exe) {
   register_quantize(app);
   register_demo(app, exe);
   register_eval(app);
+  register_generate(app);
 }
 
 }  // namespace cdq::cli

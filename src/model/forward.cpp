@@ -18,18 +18,15 @@ MatrixView cview(const Matrix& m) {
   return {const_cast<float*>(m.data.data()), m.rows, m.cols, m.cols};
 }
 
-// y [T, out] = x [T, in] W^T (+ bias), W [out, in].
-void linear_forward(const Matrix& x, const Matrix& w, const std::vector<float>& bias, Matrix& y) {
-  CDQ_ASSERT(x.cols == w.cols);
-  if (y.rows != x.rows || y.cols != w.rows) y = Matrix(x.rows, w.rows);
-  gemm(false, true, 1.0f, cview(x), cview(w), 0.0f, view(y));
-  if (bias.empty()) return;
-  CDQ_ASSERT(static_cast<int64_t>(bias.size()) == w.rows);
-#pragma omp parallel for schedule(static) if (y.size() >= kParallelMin)
-  for (int64_t t = 0; t < y.rows; ++t) {
-    float* r = y.row(t);
-    for (int64_t j = 0; j < y.cols; ++j) r[j] += bias[static_cast<size_t>(j)];
-  }
+void notify(const BlockInputsCallback* capture, BlockInput in, const Matrix& m) {
+  if (capture != nullptr && *capture) (*capture)(in, m);
+}
+
+// x += y, both [T, dim].
+void add_residual(const Matrix& y, Matrix& x) {
+  CDQ_ASSERT(x.size() == y.size());
+  for (int64_t i = 0; i < x.size(); ++i)
+    x.data[static_cast<size_t>(i)] += y.data[static_cast<size_t>(i)];
 }
 
 // Causal grouped-query attention over one batch: q [n_seq * T, q_dim], k, v [n_seq * T,
@@ -89,6 +86,19 @@ void attention(const Matrix& q, const Matrix& k, const Matrix& v, int64_t T, con
 
 }  // namespace
 
+void linear_forward(const Matrix& x, const Matrix& w, const std::vector<float>& bias, Matrix& y) {
+  CDQ_ASSERT(x.cols == w.cols);
+  if (y.rows != x.rows || y.cols != w.rows) y = Matrix(x.rows, w.rows);
+  gemm(false, true, 1.0f, cview(x), cview(w), 0.0f, view(y));
+  if (bias.empty()) return;
+  CDQ_ASSERT(static_cast<int64_t>(bias.size()) == w.rows);
+#pragma omp parallel for schedule(static) if (y.size() >= kParallelMin)
+  for (int64_t t = 0; t < y.rows; ++t) {
+    float* r = y.row(t);
+    for (int64_t j = 0; j < y.cols; ++j) r[j] += bias[static_cast<size_t>(j)];
+  }
+}
+
 BlockInput input_of(Linear l) {
   switch (l) {
     case Linear::Q:
@@ -135,7 +145,7 @@ void rmsnorm_rows(const Matrix& x, std::span<const float> weight, float eps, Mat
   }
 }
 
-void apply_rope(Matrix& x, int head_dim, float theta, int64_t seq_len) {
+void apply_rope(Matrix& x, int head_dim, float theta, int64_t seq_len, int64_t first_pos) {
   CDQ_ASSERT(head_dim % 2 == 0 && x.cols % head_dim == 0);
   if (seq_len <= 0) seq_len = x.rows;
   const int half = head_dim / 2;
@@ -145,7 +155,7 @@ void apply_rope(Matrix& x, int head_dim, float theta, int64_t seq_len) {
   const int64_t n_heads = x.cols / head_dim;
 #pragma omp parallel for schedule(static) if (x.size() >= kParallelMin)
   for (int64_t t = 0; t < x.rows; ++t) {
-    const double pos = static_cast<double>(t % seq_len);
+    const double pos = static_cast<double>(first_pos + t % seq_len);
     float* r = x.row(t);
     for (int i = 0; i < half; ++i) {
       const double a = pos * freq[static_cast<size_t>(i)];
@@ -178,14 +188,11 @@ void block_forward(const BlockWeights& b, const ModelConfig& c, Matrix& x,
   CDQ_ASSERT(x.cols == c.dim);
   if (seq_len <= 0) seq_len = x.rows;
   CDQ_ASSERT(x.rows % seq_len == 0);
-  auto captured = [&](BlockInput in, const Matrix& m) {
-    if (capture != nullptr && *capture) (*capture)(in, m);
-  };
 
   // Attention.
   Matrix a, q, k, v, y;
   rmsnorm_rows(x, b.attn_norm, c.norm_eps, a);
-  captured(BlockInput::AttnNorm, a);
+  notify(capture, BlockInput::AttnNorm, a);
   linear_forward(a, b.wq, b.bq, q);  // [T, q_dim]
   linear_forward(a, b.wk, b.bk, k);  // [T, kv_dim]
   linear_forward(a, b.wv, b.bv, v);  // [T, kv_dim]
@@ -193,15 +200,18 @@ void block_forward(const BlockWeights& b, const ModelConfig& c, Matrix& x,
   apply_rope(k, c.head_dim, c.rope_theta, seq_len);
   Matrix att(x.rows, c.q_dim());
   attention(q, k, v, seq_len, c, att);
-  captured(BlockInput::AttnOut, att);
+  notify(capture, BlockInput::AttnOut, att);
   linear_forward(att, b.wo, {}, y);  // [T, dim]
-  for (int64_t i = 0; i < x.size(); ++i)
-    x.data[static_cast<size_t>(i)] += y.data[static_cast<size_t>(i)];
+  add_residual(y, x);
 
-  // SwiGLU feed-forward.
-  Matrix f, g, u;
+  feed_forward(b, c, x, capture);
+}
+
+void feed_forward(const BlockWeights& b, const ModelConfig& c, Matrix& x,
+                  const BlockInputsCallback* capture) {
+  Matrix f, g, u, y;
   rmsnorm_rows(x, b.ffn_norm, c.norm_eps, f);
-  captured(BlockInput::FfnNorm, f);
+  notify(capture, BlockInput::FfnNorm, f);
   linear_forward(f, b.w_gate, {}, g);  // [T, hidden]
   linear_forward(f, b.w_up, {}, u);    // [T, hidden]
 #pragma omp parallel for schedule(static) if (g.size() >= kParallelMin)
@@ -209,10 +219,9 @@ void block_forward(const BlockWeights& b, const ModelConfig& c, Matrix& x,
     const float z = g.data[static_cast<size_t>(i)];
     g.data[static_cast<size_t>(i)] = z / (1.0f + std::exp(-z)) * u.data[static_cast<size_t>(i)];
   }
-  captured(BlockInput::FfnAct, g);
+  notify(capture, BlockInput::FfnAct, g);
   linear_forward(g, b.w_down, {}, y);  // [T, dim]
-  for (int64_t i = 0; i < x.size(); ++i)
-    x.data[static_cast<size_t>(i)] += y.data[static_cast<size_t>(i)];
+  add_residual(y, x);
 }
 
 Matrix head_forward(const std::vector<float>& final_norm, const Matrix& classifier,
