@@ -30,10 +30,11 @@ void add_solver_flags(CLI::App* cmd, SolverFlags& f, bool grid_flags) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   cmd->add_option("--cd-rescale", f.cd_rescale,
-                  "CD family on integer grids (and the fp16 block scale d of GGUF Q4_0, Q5_0, "
-                  "Q8_0): rounds of refitting every group scale to the codes (zero points kept; "
-                  "per-channel asymmetric rows also try zero +-1), each followed by more "
-                  "descent. 0 = codes only, on the start's grid")
+                  "CD family: rounds of refitting every group scale to the codes, each "
+                  "followed by more descent. Integer grids: zero points kept, per-channel "
+                  "asymmetric rows also try zero +-1. GGUF types: every block's fp16 d, and "
+                  "K-quants' integer sub-scales within their bit fields; mins kept. "
+                  "0 = codes only, on the start's grid")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   cmd->add_option("--bcd-block", f.bcd_block, "BCD: coordinates moved jointly per step")
