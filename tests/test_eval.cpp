@@ -132,6 +132,50 @@ TEST(Eval, KlGrowsWithPerturbation) {
   EXPECT_NEAR(rl.nll_other, evaluate(large, stream, opt).nll, 1e-9);
 }
 
+TEST(Eval, StandardErrorsComeFromTheWindows) {
+  const std::vector<double> x = {1.0, 2.0, 4.0, 7.0};  // mean 3.5, sample variance 7
+  EXPECT_NEAR(standard_error(x), std::sqrt(7.0 / 4.0), 1e-12);
+  EXPECT_EQ(standard_error(std::vector<double>{3.0}), 0.0);
+  const std::vector<double> y = {0.5, 1.5, 3.5, 6.5};  // x - y = 0.5 everywhere
+  EXPECT_NEAR(paired_standard_error(x, y), 0.0, 1e-15);
+
+  const Model m = load_model(test::stories260k_path());
+  const Model other = perturbed(m, 0.05, 2);
+  EvalOptions opt;
+  opt.ctx = 64;
+  opt.max_windows = 5;
+  const EvalResult r = evaluate(m, stories_stream(3000), opt, &other);
+  ASSERT_EQ(r.window_nll.size(), 5u);
+  ASSERT_EQ(r.window_nll_other.size(), 5u);
+  ASSERT_EQ(r.window_kl.size(), 5u);
+  // Windows score equal counts, so the overall means are the means of the window means.
+  double nll = 0.0, nll_other = 0.0, kl = 0.0;
+  std::vector<double> diff;
+  for (size_t w = 0; w < 5; ++w) {
+    nll += r.window_nll[w] / 5;
+    nll_other += r.window_nll_other[w] / 5;
+    kl += r.window_kl[w] / 5;
+    diff.push_back(r.window_nll_other[w] - r.window_nll[w]);
+    // Each window alone gives its own entry (batched and single-window float32 products
+    // round differently: logits agree to ~1e-6 of their scale, so KL to ~1e-5).
+    EvalOptions one = opt;
+    one.max_windows = 1;
+    const auto first = stories_stream(3000);
+    const std::span<const int> rest(first.data() + w * 63, first.size() - w * 63);
+    EXPECT_NEAR(evaluate(m, rest, one, &other).kl, r.window_kl[w], 1e-5);
+  }
+  EXPECT_NEAR(r.nll, nll, 1e-9);
+  EXPECT_NEAR(r.nll_other, nll_other, 1e-9);
+  EXPECT_NEAR(r.kl, kl, 1e-9);
+  EXPECT_EQ(r.nll_se, standard_error(r.window_nll));
+  EXPECT_EQ(r.kl_se, standard_error(r.window_kl));
+  EXPECT_NEAR(r.ln_ppl_ratio_se, standard_error(diff), 1e-15);
+  EXPECT_GT(r.nll_se, 0.0);
+  EXPECT_GT(r.kl_se, 0.0);
+  // Pairing removes the text's own difficulty, which both models share.
+  EXPECT_LT(r.ln_ppl_ratio_se, r.nll_se);
+}
+
 TEST(Eval, RejectsShortStreamsAndMismatchedModels) {
   const Model m = test::random_model(test::tiny_config(), 1);
   const std::vector<int> few = {3, 4, 5};
@@ -160,7 +204,10 @@ TEST(EvalCli, JsonMatchesLibraryAndSelfComparison) {
   EXPECT_EQ(j["windows"], 3);
   EXPECT_EQ(j["scored"], 3 * 63);
   EXPECT_EQ(j["quantized"]["kl"], 0.0);
+  EXPECT_EQ(j["quantized"]["kl_se"], 0.0);
+  EXPECT_EQ(j["quantized"]["ln_ppl_ratio"], 0.0);
   EXPECT_EQ(j["quantized"]["top1"], 1.0);
+  EXPECT_GT(j["nll_se"].get<double>(), 0.0);
 
   const Model m = load_model(test::stories260k_path());
   const auto tok = load_tokenizer(test::shared_dir() + "/models/tok512.bin");
@@ -174,6 +221,7 @@ TEST(EvalCli, JsonMatchesLibraryAndSelfComparison) {
                                    "--ctx", "64", "--max-windows", "1"});
   ASSERT_EQ(line.exit_code, 0) << line.err;
   EXPECT_THAT(line.out, HasSubstr("ppl "));
+  EXPECT_THAT(line.out, HasSubstr(" +- 0.0000 (nll"));  // one window: no spread to measure
   EXPECT_THAT(line.out, HasSubstr("1 windows x 64 tokens"));
 }
 

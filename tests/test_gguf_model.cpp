@@ -361,38 +361,6 @@ std::vector<int> sampled_stories(const Model& model, int n, uint64_t seed) {
   return stream;
 }
 
-// Mean NLL of `q`, and its KL from `reference`, on each window of ctx tokens of `stream`
-// (which carries its own BOS tokens): the windows are a sample of the model's text, so their
-// spread measures how far a perplexity difference is from noise.
-struct WindowScores {
-  std::vector<double> nll, kl;
-};
-
-WindowScores window_scores(const Model& reference, const Model& q, const std::vector<int>& stream,
-                           int ctx) {
-  EvalOptions eo;
-  eo.ctx = ctx;
-  eo.prepend_bos = false;
-  WindowScores w;
-  for (size_t start = 0; start + static_cast<size_t>(ctx) <= stream.size(); start += ctx) {
-    const std::span<const int> window(stream.data() + start, static_cast<size_t>(ctx));
-    const EvalResult r = evaluate(reference, window, eo, &q);
-    w.nll.push_back(r.nll_other);
-    w.kl.push_back(r.kl);
-  }
-  return w;
-}
-
-// Mean and standard error of a - b, window by window.
-std::pair<double, double> paired_difference(const std::vector<double>& a,
-                                            const std::vector<double>& b) {
-  const double n = static_cast<double>(a.size());
-  double mean = 0.0, sq = 0.0;
-  for (size_t i = 0; i < a.size(); ++i) mean += (a[i] - b[i]) / n;
-  for (size_t i = 0; i < a.size(); ++i) sq += (a[i] - b[i] - mean) * (a[i] - b[i] - mean);
-  return {mean, std::sqrt(sq / (n - 1) / n)};
-}
-
 // The criterion: in the model's own domain, CD-coded files of each type are no worse
 // than RTN-coded files of the same type (same bytes) in perplexity and in KL divergence, for
 // both RTN flavours (ggml's plain block scales, and the imatrix-style diag(H)-weighted ones
@@ -408,21 +376,27 @@ TEST(GgufModel, CdCodesBeatRtnCodesOnStories) {
   const auto calib =
       sample_calibration_windows(sampled_stories(original, 12, 1), 16, 128, 11, false, 1);
   const auto test_stream = sampled_stories(original, 36, 2);
+  EvalOptions eo;  // windows of 256 tokens from the stream, which carries its own BOS tokens
+  eo.ctx = 256;
+  eo.prepend_bos = false;
   for (const char* type : {"Q8_0", "Q4_0", "Q4_K"}) {
     SCOPED_TRACE(type);
-    std::map<std::string, WindowScores> w;
+    std::map<std::string, EvalResult> w;
     for (const auto& [name, method, importance] :
          {std::tuple{"plain", Method::Rtn, false}, std::tuple{"rtn", Method::Rtn, true},
           std::tuple{"cd", Method::Cd, true}}) {
       const std::string path = dir.file(fmt::format("{}-{}.gguf", type, name));
       quantize_to_gguf(test::stories260k_path(), path, vocab, calib, method, type, importance);
-      w[name] = window_scores(original, load_model(path), test_stream, 256);
+      const Model q = load_model(path);
+      w[name] = evaluate(original, test_stream, eo, &q);
     }
-    ASSERT_GE(w["cd"].nll.size(), 48u);
+    ASSERT_GE(w["cd"].windows, 48);
     const double bound = std::string(type) == "Q8_0" ? 2.0 : -2.0;
     for (const char* other : {"plain", "rtn"}) {
-      const auto [d, se] = paired_difference(w["cd"].nll, w[other].nll);
-      const auto [dkl, se_kl] = paired_difference(w["cd"].kl, w[other].kl);
+      const EvalResult &c = w["cd"], &o = w[other];
+      const double d = c.nll_other - o.nll_other, dkl = c.kl - o.kl;
+      const double se = paired_standard_error(c.window_nll_other, o.window_nll_other);
+      const double se_kl = paired_standard_error(c.window_kl, o.window_kl);
       std::printf("%s cd - rtn %s: ln ppl ratio %+.5f +- %.5f, KL %+.6f +- %.6f\n", type, other, d,
                   se, dkl, se_kl);
       EXPECT_LT(d, bound * se) << "vs rtn " << other;

@@ -78,22 +78,35 @@ void run_eval(const EvalFlags& f) {
     j["windows"] = r.windows;
     j["scored"] = r.scored;
     j["nll"] = r.nll;
+    j["nll_se"] = r.nll_se;
     j["ppl"] = r.ppl;
     j["entropy"] = r.entropy;
     if (r.compared) {
-      j["quantized"] = {{"path", f.quantized},        {"nll", r.nll_other}, {"ppl", r.ppl_other},
-                        {"entropy", r.entropy_other}, {"kl", r.kl},         {"top1", r.top1}};
+      j["quantized"] = {{"path", f.quantized},
+                        {"nll", r.nll_other},
+                        {"nll_se", r.nll_other_se},
+                        {"ppl", r.ppl_other},
+                        {"entropy", r.entropy_other},
+                        {"ln_ppl_ratio", r.nll_other - r.nll},
+                        {"ln_ppl_ratio_se", r.ln_ppl_ratio_se},
+                        {"kl", r.kl},
+                        {"kl_se", r.kl_se},
+                        {"top1", r.top1}};
     }
     fmt::print("{}\n", j.dump());
     return;
   }
+  // +- is one standard error, from the spread over windows; ppl's by the delta method.
   std::string line = fmt::format(
-      "ppl {:.4f} (nll {:.5f}, entropy {:.5f} nats/token) over {} windows x {} "
+      "ppl {:.4f} +- {:.4f} (nll {:.5f}, entropy {:.5f} nats/token) over {} windows x {} "
       "tokens, {} scored",
-      r.ppl, r.nll, r.entropy, r.windows, r.ctx, r.scored);
+      r.ppl, r.ppl * r.nll_se, r.nll, r.entropy, r.windows, r.ctx, r.scored);
   if (r.compared)
-    line += fmt::format(" | quantized ppl {:.4f} (entropy {:.5f}), KL {:.6f}, top-1 {:.4f}",
-                        r.ppl_other, r.entropy_other, r.kl, r.top1);
+    line += fmt::format(
+        " | quantized ppl {:.4f} (entropy {:.5f}), ln(ppl ratio) {:+.5f} +- {:.5f}, KL {:.6f} "
+        "+- {:.6f}, top-1 {:.4f}",
+        r.ppl_other, r.entropy_other, r.nll_other - r.nll, r.ln_ppl_ratio_se, r.kl, r.kl_se,
+        r.top1);
   fmt::print("{}\n", line);
 }
 

@@ -41,7 +41,22 @@ struct EvalResult {
   double entropy_other = 0.0;
   double kl = 0.0;    // mean over positions of KL(P_model || P_other), nats
   double top1 = 0.0;  // fraction of positions where both argmaxes agree
+
+  // Per window (every window scores the same number of positions): mean NLL of the model
+  // and of the other one, and mean KL. Windows of a long text are close to independent
+  // samples, so their spread gives the standard errors below; per-token spreads would
+  // understate them, since neighbouring tokens' losses are correlated.
+  std::vector<double> window_nll, window_nll_other, window_kl;
+  double nll_se = 0.0;           // standard error of nll (ppl's is about ppl * nll_se)
+  double nll_other_se = 0.0;     // of nll_other
+  double ln_ppl_ratio_se = 0.0;  // of nll_other - nll = ln(ppl_other / ppl), paired by window
+  double kl_se = 0.0;            // of kl
 };
+
+// Standard error of the mean of x (0 for fewer than two values).
+double standard_error(std::span<const double> x);
+// Standard error of the mean of a - b, paired element by element.
+double paired_standard_error(std::span<const double> a, std::span<const double> b);
 
 // Window start/contents for a token stream (see the header comment).
 std::vector<std::vector<int>> make_windows(std::span<const int> stream, int ctx, bool prepend_bos,

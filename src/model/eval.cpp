@@ -34,6 +34,22 @@ std::vector<double> log_softmax_row(const float* logits, int64_t vocab) {
   return out;
 }
 
+double standard_error(std::span<const double> x) {
+  const size_t n = x.size();
+  if (n < 2) return 0.0;
+  double mean = 0.0, sq = 0.0;
+  for (double v : x) mean += v / static_cast<double>(n);
+  for (double v : x) sq += (v - mean) * (v - mean);
+  return std::sqrt(sq / static_cast<double>(n - 1) / static_cast<double>(n));
+}
+
+double paired_standard_error(std::span<const double> a, std::span<const double> b) {
+  CDQ_ASSERT(a.size() == b.size());
+  std::vector<double> d(a.size());
+  for (size_t i = 0; i < d.size(); ++i) d[i] = a[i] - b[i];
+  return standard_error(d);
+}
+
 namespace {
 
 int64_t argmax(const float* v, int64_t n) {
@@ -127,6 +143,12 @@ EvalResult evaluate(const Model& model, std::span<const int> stream, const EvalO
       total.entropy_other += s.entropy_other;
       total.agree += s.agree;
       total.scored += s.scored;
+      const double scored = static_cast<double>(s.scored);
+      r.window_nll.push_back(s.nll / scored);
+      if (other != nullptr) {
+        r.window_nll_other.push_back(s.nll_other / scored);
+        r.window_kl.push_back(s.kl / scored);
+      }
     }
     if (opt.progress) opt.progress(i0 + n, r.windows);
   }
@@ -135,7 +157,11 @@ EvalResult evaluate(const Model& model, std::span<const int> stream, const EvalO
   r.nll = total.nll / n;
   r.ppl = std::exp(r.nll);
   r.entropy = total.entropy / n;
+  r.nll_se = standard_error(r.window_nll);
   if (other != nullptr) {
+    r.nll_other_se = standard_error(r.window_nll_other);
+    r.ln_ppl_ratio_se = paired_standard_error(r.window_nll_other, r.window_nll);
+    r.kl_se = standard_error(r.window_kl);
     r.compared = true;
     r.nll_other = total.nll_other / n;
     r.ppl_other = std::exp(r.nll_other);
