@@ -204,6 +204,10 @@ TEST(Generate, RejectsBadOptions) {
   EXPECT_THAT(with([](SampleOptions& o) { o.max_tokens = 0; }), HasSubstr("max_tokens"));
   EXPECT_THAT(error_of([&] { generate(dec, {}, SampleOptions{}, rng); }),
               HasSubstr("at least one token"));
+  const std::vector<int> too_long(32, 3);  // the context is 32
+  EXPECT_THAT(error_of([&] { generate(dec, too_long, SampleOptions{}, rng); }),
+              HasSubstr("the prompt has 32 tokens, which leaves no room in the model's context "
+                        "of 32"));
 }
 
 TEST(Generate, CliIsReproducibleAndStartsFromThePrompt) {

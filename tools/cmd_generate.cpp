@@ -26,8 +26,8 @@ struct GenerateFlags {
 
 void run_generate(const GenerateFlags& f) {
   validate(f.sampling);
-  const auto tokenizer = load_model_tokenizer(f.model, f.tokenizer);
   const Model model = load_model(f.model);
+  const auto tokenizer = load_model_tokenizer(f.model, f.tokenizer);
   CDQ_CHECK(tokenizer->vocab_size() <= model.config.vocab_size,
             "{}: tokenizer has {} tokens but the model only {}", f.model, tokenizer->vocab_size(),
             model.config.vocab_size);

@@ -44,6 +44,9 @@ std::vector<int> generate(Decoder& decoder, std::span<const int> prompt, const S
                           Rng& rng) {
   validate(o);
   CDQ_CHECK(!prompt.empty(), "generate: the prompt needs at least one token (e.g. BOS)");
+  CDQ_CHECK(static_cast<int64_t>(prompt.size()) < decoder.max_position(),
+            "generate: the prompt has {} tokens, which leaves no room in the model's context of {}",
+            prompt.size(), decoder.max_position());
   decoder.reset();
   std::span<const float> logits;
   for (int t : prompt) logits = decoder.step(t);
