@@ -332,12 +332,11 @@ struct Scores {
 };
 
 Scores score(const Model& reference, const std::string& path, const std::vector<int>& stream,
-             int ctx, int max_windows = 6, bool prepend_bos = true) {
+             int ctx) {
   const Model q = load_model(path);
   EvalOptions eo;
   eo.ctx = ctx;
-  eo.max_windows = max_windows;
-  eo.prepend_bos = prepend_bos;
+  eo.max_windows = 6;
   eo.bos_id = 1;
   const EvalResult r = evaluate(reference, stream, eo, &q);
   return {r.ppl_other, r.kl};
@@ -364,7 +363,7 @@ std::vector<int> sampled_stories(const Model& model, int n, uint64_t seed) {
 // The criterion: in the model's own domain, CD-coded files of each type are no worse
 // than RTN-coded files of the same type (same bytes) in perplexity and in KL divergence, for
 // both RTN flavours (ggml's plain block scales, and the imatrix-style diag(H)-weighted ones
-// that GPTQ and CD start from). Evaluation: 48 windows of 256 tokens (12k predictions).
+// that GPTQ and CD start from). Evaluation: at least 48 windows of 256 tokens (12k predictions).
 // Perplexity is compared through the mean per-window NLL difference d (log of the perplexity
 // ratio) and its standard error se: at 4 bits CD must be better beyond noise (d < -2 se); at
 // Q8_0, where every file is within 0.1% of the float model's perplexity, no worse beyond
