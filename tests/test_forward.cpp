@@ -25,16 +25,10 @@
 namespace cdq {
 namespace {
 
+using test::random_tokens;
 using ::testing::HasSubstr;
 
 constexpr double kRelTol = 1e-4;
-
-std::vector<int> random_tokens(int n, int vocab, uint64_t seed) {
-  Rng rng(seed);
-  std::vector<int> t(static_cast<size_t>(n));
-  for (int& x : t) x = static_cast<int>(rng.below(static_cast<uint64_t>(vocab)));
-  return t;
-}
 
 // Largest error relative to each row's logit scale.
 double max_scaled_error(const Matrix& got, const std::vector<std::vector<double>>& ref) {

@@ -19,20 +19,16 @@
 
 #include "support/cli.hpp"
 #include "support/errors.hpp"
+#include "support/paths.hpp"
 #include "support/tiny_model.hpp"
+#include "support/tmpdir.hpp"
 
 namespace cdq {
 namespace {
 
 using test::error_of;
+using test::random_tokens;
 using ::testing::HasSubstr;
-
-std::vector<int> random_tokens(int n, int vocab, uint64_t seed) {
-  Rng rng(seed);
-  std::vector<int> t(static_cast<size_t>(n));
-  for (int& x : t) x = static_cast<int>(rng.below(static_cast<uint64_t>(vocab)));
-  return t;
-}
 
 void expect_decoder_matches_forward(const Model& m, const std::vector<int>& tokens) {
   const Matrix full = forward_logits(m, tokens);  // [T, vocab]
@@ -220,6 +216,14 @@ TEST(Generate, CliIsReproducibleAndStartsFromThePrompt) {
   EXPECT_EQ(a.out, b.out);
   EXPECT_EQ(a.out.rfind("Once upon a time", 0), 0u);
   EXPECT_EQ(a.out.find("\n\nOnce upon a time") != std::string::npos, true);
+  // A tokenizer with ids the model cannot embed is refused before any sampling.
+  test::TempDir dir;
+  const std::string small = dir.file("small.bin");
+  write_llama2c(test::random_model(test::tiny_config(), 1), small);  // vocabulary of 40
+  const auto mismatch = test::run_cli(
+      {"generate", "--model", small, "--tokenizer", test::shared_dir() + "/models/tok512.bin"});
+  EXPECT_NE(mismatch.exit_code, 0);
+  EXPECT_THAT(mismatch.err, HasSubstr("tokenizer has 512 tokens but the model only 40"));
   const auto bad = test::run_cli({"generate", "--model", test::stories260k_path(), "--top-p", "2"});
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_THAT(bad.err, HasSubstr("--top-p"));

@@ -48,9 +48,7 @@ void run_eval(const EvalFlags& f) {
                                                        : find_tokenizer_for(f.model);
   const auto tokenizer = load_model_tokenizer(f.model, f.tokenizer);
   const Model model = load_model(f.model);
-  CDQ_CHECK(tokenizer->vocab_size() <= model.config.vocab_size,
-            "{}: tokenizer has {} tokens but the model only {}", tok_path, tokenizer->vocab_size(),
-            model.config.vocab_size);
+  check_tokenizer_fits(*tokenizer, model.config, tok_path);
   Model quantized;
   if (!f.quantized.empty()) quantized = load_model(f.quantized);
 

@@ -28,9 +28,7 @@ void run_generate(const GenerateFlags& f) {
   validate(f.sampling);
   const Model model = load_model(f.model);
   const auto tokenizer = load_model_tokenizer(f.model, f.tokenizer);
-  CDQ_CHECK(tokenizer->vocab_size() <= model.config.vocab_size,
-            "{}: tokenizer has {} tokens but the model only {}", f.model, tokenizer->vocab_size(),
-            model.config.vocab_size);
+  check_tokenizer_fits(*tokenizer, model.config, f.model);
   const std::vector<int> prompt = tokenizer->encode(f.prompt, true);
   CDQ_CHECK(!prompt.empty(), "generate: empty prompt and the tokenizer has no BOS to start from");
   SampleOptions opt = f.sampling;

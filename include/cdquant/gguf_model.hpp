@@ -105,6 +105,10 @@ std::unique_ptr<Tokenizer> load_gguf_tokenizer(const std::string& path);
 // the one stored beside the model (find_tokenizer_for). Throws Error when there is none.
 std::unique_ptr<Tokenizer> load_model_tokenizer(const std::string& model_path,
                                                 const std::string& tokenizer_path = "");
+// Throws Error, naming `tokenizer_name`, when the tokenizer has ids beyond the model's
+// vocabulary (a tokenizer smaller than the vocabulary is fine: padded embeddings).
+void check_tokenizer_fits(const Tokenizer& tokenizer, const ModelConfig& config,
+                          const std::string& tokenizer_name);
 
 // Bits per weight of a GGUF file's 2-D tensors (stored bits / weights) and of all tensors.
 struct GgufSizeInfo {

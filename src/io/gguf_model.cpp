@@ -294,6 +294,13 @@ std::unique_ptr<Tokenizer> load_model_tokenizer(const std::string& model_path,
   return load_tokenizer(found);
 }
 
+void check_tokenizer_fits(const Tokenizer& tokenizer, const ModelConfig& config,
+                          const std::string& tokenizer_name) {
+  CDQ_CHECK(tokenizer.vocab_size() <= config.vocab_size,
+            "{}: tokenizer has {} tokens but the model only {}", tokenizer_name,
+            tokenizer.vocab_size(), config.vocab_size);
+}
+
 GgufSizeInfo gguf_size_info(const std::string& path) {
   const GgufReader r(path);
   GgufSizeInfo s;

@@ -21,6 +21,13 @@ ModelConfig tiny_config(int dim, int hidden, int n_layers, int n_heads, int n_kv
   return c;
 }
 
+std::vector<int> random_tokens(int n, int vocab, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<int> t(static_cast<size_t>(n));
+  for (int& x : t) x = static_cast<int>(rng.below(static_cast<uint64_t>(vocab)));
+  return t;
+}
+
 namespace {
 
 Matrix random_matrix(Rng& rng, int64_t rows, int64_t cols) {

@@ -5,6 +5,7 @@
 #include <cdquant/model.hpp>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace cdq::test {
 
@@ -14,6 +15,9 @@ ModelConfig tiny_config(int dim = 16, int hidden = 24, int n_layers = 2, int n_h
 
 // Weights ~ N(0, 1/d_in) (so activations stay O(1) through the blocks), norms ~ 1 + N(0, 0.1).
 Model random_model(const ModelConfig& config, uint64_t seed);
+
+// n token ids uniform in [0, vocab), deterministic from seed.
+std::vector<int> random_tokens(int n, int vocab, uint64_t seed);
 
 std::string stories260k_path();  // ../shared/models/stories260K.bin
 std::string babyllama_path();    // ../shared/models/babyllama-tok105/model5000.bin
