@@ -10,6 +10,7 @@
 #include <cdquant/text_file.hpp>
 #include <cdquant/tokenizer.hpp>
 #include <cmath>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "support/cli.hpp"
@@ -111,8 +112,11 @@ TEST(Eval, KlOfModelWithItselfIsZero) {
   EXPECT_TRUE(r.compared);
   EXPECT_EQ(r.kl, 0.0);
   EXPECT_EQ(r.top1, 1.0);
-  EXPECT_EQ(r.nll_other, r.nll);
-  EXPECT_EQ(r.entropy_other, r.entropy);
+  EXPECT_EQ(r.nll_other, r.nll);  // one function on the same logits
+  // The two entropies are sums of the same terms in loops the compiler vectorises differently
+  // (AVX2 vs AVX-512 builds differ): equal to double rounding over the vocabulary, not bit for bit.
+  EXPECT_NEAR(r.entropy_other, r.entropy,
+              m.config.vocab_size * std::numeric_limits<double>::epsilon() * r.entropy);
 }
 
 TEST(Eval, KlGrowsWithPerturbation) {
