@@ -8,6 +8,7 @@
 #include <cdquant/grid.hpp>
 #include <cdquant/model.hpp>
 #include <cdquant/solver.hpp>
+#include <cdquant/transform.hpp>
 #include <functional>
 #include <optional>
 #include <string>
@@ -22,8 +23,12 @@ struct LinearResult {
   Grid grid;
   std::vector<uint8_t> codes;      // [d_out, d_in]
   std::vector<int16_t> sub_scale;  // refitted sub-scales of a FixedGrid (SolveResult), or empty
-  double objective = 0.0;          // L(Q) with the undamped H
-  double relative = 0.0;           // L(Q) / tr(W H W^T)
+  // What the codes' basis asks of an exporter (cdquant/transform.hpp): Nothing, or Undo when
+  // grid and codes live in a transformed basis (the block's weights are already undone).
+  TransformExport transform_export = TransformExport::Nothing;
+  std::string transform = "identity";
+  double objective = 0.0;  // L(Q) with the undamped H
+  double relative = 0.0;   // L(Q) / tr(W H W^T)
   double seconds = 0.0;
   std::vector<std::string> notes;
 };
@@ -62,6 +67,7 @@ struct QuantizeOptions {
   bool true_sequential = false;  // refresh H after each group (qkv, o, gate/up, down)
   int64_t chunk_tokens = 4096;   // calibration tokens pushed through a block at once
   GridChooser choose_grid;       // optional
+  TransformFactory transform;    // optional: each linear's change of basis; none: identity
   std::function<void(const LayerProgress&)> progress;  // optional, after every linear
 };
 

@@ -65,9 +65,28 @@ void run_block(const BlockRun& run, Matrix& x, std::array<Matrix, kInputs>& hs,
   }
 }
 
-LinearResult solve_linear(int layer, Linear l, BlockWeights& block, const Matrix& h,
+// The linear's transform, when its factory gives one that changes the basis.
+std::unique_ptr<LinearTransform> transform_of(int layer, Linear l, int64_t d_in,
+                                              const QuantizeOptions& options) {
+  if (!options.transform) return nullptr;
+  auto t = options.transform(layer, static_cast<int>(l), d_in);
+  CDQ_CHECK(t != nullptr, "the transform factory gave no transform for {}",
+            linear_display_name(layer, l));
+  if (t->export_needs() == TransformExport::Nothing) return nullptr;
+  return t;
+}
+
+LinearResult solve_linear(int layer, Linear l, BlockWeights& block, const Matrix& h_in,
                           const QuantizeOptions& options) {
   Matrix& w = block.linear(l);
+  // A change of basis: the solver sees W R^T and R H R^T; the block gets Q' R back below.
+  const auto transform = transform_of(layer, l, w.cols, options);
+  Matrix h_rotated;
+  if (transform) {
+    h_rotated = h_in;
+    transform->apply(w, h_rotated);
+  }
+  const Matrix& h = transform ? h_rotated : h_in;
   SolverOptions so = options.solver;
   std::optional<FixedGrid> fixed;
   if (options.choose_grid) fixed = options.choose_grid(layer, l, w, h);
@@ -91,6 +110,11 @@ LinearResult solve_linear(int layer, Linear l, BlockWeights& block, const Matrix
   out.grid = std::move(r.grid);
   out.codes = std::move(r.codes);
   out.sub_scale = std::move(r.sub_scale);
+  if (transform) {
+    transform->undo(r.q);
+    out.transform_export = transform->export_needs();
+    out.transform = transform->name();
+  }
   w = std::move(r.q);
   return out;
 }
