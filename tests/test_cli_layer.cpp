@@ -32,7 +32,7 @@ LayerProblem small_problem(uint64_t seed = 3) {
 double rtn_objective(const Matrix& w, const Matrix& h, int bits) {
   SolverOptions o;
   o.grid.bits = bits;
-  return solve_layer(w, h, Method::Rtn, o).objective;
+  return solve_layer(w, h, parse_method("rtn"), o).objective;
 }
 
 // Runs the CLI expecting success and returns its --json output parsed.
@@ -92,7 +92,7 @@ TEST(CliLayer, JsonHasTheKeysAndMatchesTheLibrary) {
   SolverOptions opt;
   opt.grid.bits = 3;
   opt.grid.group_size = 16;
-  const SolveResult ref = solve_layer(p.w, p.h, Method::Rtn, opt);
+  const SolveResult ref = solve_layer(p.w, p.h, parse_method("rtn"), opt);
   EXPECT_DOUBLE_EQ(o["objective"].get<double>(), ref.objective);
   EXPECT_DOUBLE_EQ(o["relative"].get<double>(), ref.relative());
   EXPECT_GT(o["relative"].get<double>(), 0.0);
