@@ -77,6 +77,7 @@ TEST(Methods, TodaysNamesAndStructure) {
 }
 
 TEST(Methods, Defaults) {
+  EXPECT_EQ(default_method(), parse_method("cd"));
   EXPECT_EQ(default_start(), parse_method("gptq"));
   EXPECT_EQ(SolverOptions{}.cd_init, default_start());
   const std::vector<Method> cmp = default_comparison();
@@ -115,6 +116,7 @@ TEST(Methods, HelpListsEveryRow) {
       EXPECT_THAT(r.out, HasSubstr(std::string(row.description))) << cmd << " " << row.name;
     EXPECT_THAT(r.out, HasSubstr(method_list(start_names()))) << cmd << ": --cd-init";
   }
+  EXPECT_THAT(run_cli({"quantize", "--help"}).out, HasSubstr("--method TEXT=cd"));
 }
 
 TEST(Methods, UnknownNamesListEveryName) {

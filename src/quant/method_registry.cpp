@@ -52,7 +52,7 @@ constexpr MethodInfo kMethods[] = {
 };
 
 // The defaults of the front ends (method.hpp).
-constexpr std::string_view kDefaultMethod = "gptq";
+constexpr std::string_view kDefaultMethod = "cd";
 constexpr std::string_view kDefaultStart = "gptq";
 constexpr std::string_view kDefaultComparison[] = {"rtn", "gptq", "cd"};
 
