@@ -1,6 +1,7 @@
 // The method registry (method.hpp): one row per method. The only file that names methods.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cdquant/error.hpp>
 #include <cdquant/method.hpp>
 
