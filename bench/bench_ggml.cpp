@@ -33,6 +33,22 @@ void print_type(const std::string& shape, const char* type, const std::vector<Ro
   std::fflush(stdout);
 }
 
+// The methods compared: RTN, GPTQ and CD, the registry's default comparison (what
+// `cdquant layer` and `cdquant demo` compare).
+struct Methods {
+  cdq::Method rtn, gptq, cd;
+};
+Methods methods() {
+  const std::vector<cdq::Method> m = cdq::default_comparison();
+  CDQ_CHECK(m.size() == 3 && !m[0].refined() && !m[1].refined() && m[2].refined(),
+            "bench_ggml expects the default comparison to be two starts and a refinement");
+  return {m[0], m[1], m[2]};
+}
+
+std::string column(cdq::Method m, const char* suffix) {
+  return std::string(m.name()) + suffix;
+}
+
 std::vector<Row> solve_type(const cdq::LayerProblem& p, cdq::GgmlType type, bool importance,
                             int rescale) {
   std::vector<float> imp;
@@ -45,23 +61,25 @@ std::vector<Row> solve_type(const cdq::LayerProblem& p, cdq::GgmlType type, bool
   const cdq::Matrix rule = cdq::dequantize(grid, qb.codes);
   rows.push_back({"rule", cdq::layer_objective(p.w, rule, p.h) / cdq::layer_reference(p.w, p.h)});
   cdq::SolverOptions opt;
-  opt.fixed_grid = &grid;
+  cdq::GridConstraint constraint = cdq::GridConstraint::kept(grid);
+  opt.constraint = &constraint;
   opt.act_order = true;
   if (rescale >= 0) opt.cd_rescale_rounds = rescale;
-  const auto run = [&](const char* label, cdq::Method m) {
+  const auto run = [&](const std::string& label, cdq::Method m) {
     const cdq::SolveResult r = cdq::solve_layer(p.w, p.h, m, opt);
     rows.push_back({label, r.relative(), r.seconds});
   };
-  run("rtn", cdq::Method::Rtn);
-  run("gptq-ao", cdq::Method::Gptq);
-  run("cd-codes", cdq::Method::Cd);
-  opt.fixed_sub_scale = sub.data();
-  opt.fixed_block_groups = static_cast<int>(qb.groups_per_block());
-  run("cd-d", cdq::Method::Cd);
+  const Methods m = methods();
+  run(column(m.rtn, ""), m.rtn);
+  run(column(m.gptq, "-ao"), m.gptq);
+  run(column(m.cd, "-codes"), m.cd);
+  constraint =
+      cdq::GridConstraint::ggml_block(grid, sub, static_cast<int>(qb.groups_per_block()), 1, 1);
+  run(column(m.cd, "-d"), m.cd);
   const cdq::SubScaleRange range = cdq::ggml_sub_scale_range(type);
-  opt.fixed_sub_lo = range.lo;
-  opt.fixed_sub_hi = range.hi;
-  run("cd", cdq::Method::Cd);
+  constraint.sub_lo = range.lo;
+  constraint.sub_hi = range.hi;
+  run(column(m.cd, ""), m.cd);
   return rows;
 }
 
@@ -84,9 +102,11 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     cdq::bench::set_threads(threads);
+    const Methods m = methods();
     fmt::print("{:>11} {:>5} {:>19} {:>19} {:>19} {:>19} {:>19} {:>19} {:>9} {:>9}\n", "shape",
-               "type", "rule rel (s)", "rtn", "gptq-ao", "cd codes only", "cd + d", "cd + d + sub",
-               "vs gptq", "vs codes");
+               "type", "rule rel (s)", m.rtn.name(), column(m.gptq, "-ao"),
+               column(m.cd, " codes only"), column(m.cd, " + d"), column(m.cd, " + d + sub"),
+               fmt::format("vs {}", m.gptq.name()), "vs codes");
     for (const auto& shape : cdq::bench::split(shapes, ',')) {
       const auto [d_out, d_in] = cdq::bench::parse_shape(shape);
       cdq::SyntheticOptions so;

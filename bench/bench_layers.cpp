@@ -1,7 +1,7 @@
-// Layer benchmark: RTN, GPTQ, GPTQ act-order and the CD family on seeded synthetic layer
-// problems. Prints seconds, relative objective, refinement seconds, CD moves per row, and for
-// the CD family the refinement time over the act-order GPTQ time and the objective reduction
-// against act-order GPTQ (their start).
+// Layer benchmark: the registry's methods (RTN, GPTQ, GPTQ act-order, the CD family, ...) on
+// seeded synthetic layer problems. Prints seconds, relative objective, refinement seconds, CD moves
+// per row, and for the CD family the refinement time over the act-order GPTQ time and the objective
+// reduction against act-order GPTQ (their start).
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
@@ -19,26 +19,48 @@
 
 namespace {
 
+// A benchmark entry: a method of the registry, optionally with a suffix: -ao (act-order),
+// -plain (in order) or -START (from that start, in order: cd-rtn). Without a suffix refined
+// methods start from act-order GPTQ (--cd-init's default, with act-order) and the others run
+// in order.
 struct MethodSpec {
   std::string name;
   cdq::Method method;
-  bool act_order;    // GPTQ (or the GPTQ start of the CD family) in act-order
-  cdq::Method init;  // start of the CD family
+  bool act_order;    // GPTQ (or the GPTQ start of a refined method) in act-order
+  cdq::Method init;  // start of the refined methods that take --cd-init
 };
 
-const std::vector<MethodSpec>& known_methods() {
-  using cdq::Method;
-  static const std::vector<MethodSpec> specs = {
-      {"rtn", Method::Rtn, false, Method::Rtn},
-      {"gptq", Method::Gptq, false, Method::Gptq},
-      {"gptq-ao", Method::Gptq, true, Method::Gptq},
-      {"cd", Method::Cd, true, Method::Gptq},          // CD from act-order GPTQ
-      {"bcd", Method::Bcd, true, Method::Gptq},        // BCD from act-order GPTQ
-      {"cyclic", Method::Cyclic, true, Method::Gptq},  // cyclic CD from act-order GPTQ
-      {"cd-plain", Method::Cd, false, Method::Gptq},   // CD from in-order GPTQ
-      {"cd-rtn", Method::Cd, false, Method::Rtn},      // CD from RTN
-  };
-  return specs;
+bool contains(const std::vector<std::string>& names, const std::string& name) {
+  return std::find(names.begin(), names.end(), name) != names.end();
+}
+
+MethodSpec parse_spec(const std::string& name) {
+  const std::vector<std::string> names = cdq::method_names();
+  MethodSpec s{name, {}, false, cdq::default_start()};
+  if (contains(names, name)) {
+    s.method = cdq::parse_method(name);
+    s.act_order = s.method.refined();
+    return s;
+  }
+  const auto dash = name.rfind('-');
+  const std::string base = dash == std::string::npos ? name : name.substr(0, dash);
+  const std::string suffix = dash == std::string::npos ? "" : name.substr(dash + 1);
+  CDQ_CHECK(contains(names, base),
+            "unknown benchmark method '{}' (expected one of {}, optionally with -ao, -plain or "
+            "-START for START in {})",
+            name, cdq::method_list(names), cdq::method_list(cdq::start_names()));
+  s.method = cdq::parse_method(base);
+  if (suffix == "ao") {
+    s.act_order = true;
+  } else if (suffix != "plain") {
+    CDQ_CHECK(contains(cdq::start_names(), suffix) && s.method.info().start == nullptr,
+              "benchmark method '{}': '{}' takes -ao or -plain{}", name, base,
+              s.method.info().start == nullptr
+                  ? ", or -START for START in " + cdq::method_list(cdq::start_names())
+                  : "");
+    s.init = cdq::parse_method(suffix);
+  }
+  return s;
 }
 
 // Solves until min_time seconds have been spent (at least once, at most 15 runs): the result
@@ -82,7 +104,11 @@ int main(int argc, char** argv) {
   app.add_option("--shapes", shapes, "comma-separated d_out x d_in shapes");
   app.add_option("--bits", bits_list, "comma-separated bit widths");
   app.add_option("--methods", methods,
-                 "comma-separated: rtn, gptq, gptq-ao, cd, bcd, cyclic, cd-plain, cd-rtn");
+                 "comma-separated methods (" + cdq::method_list(cdq::method_names()) +
+                     "), each optionally with -ao (act-order), -plain (in order) or -START "
+                     "(from START, in order: one of " +
+                     cdq::method_list(cdq::start_names()) +
+                     "); refined methods without a suffix start from act-order GPTQ");
   app.add_option("--threads", threads, "threads (0: OpenMP default)");
   app.add_option("--json", json_path, "write the results as JSON to this file");
   app.add_option("--seed", seed, "synthetic problem seed");
@@ -100,15 +126,7 @@ int main(int argc, char** argv) {
   try {
     cdq::bench::set_threads(threads);
     std::vector<MethodSpec> specs;
-    for (const auto& name : cdq::bench::split(methods, ',')) {
-      bool found = false;
-      for (const auto& s : known_methods())
-        if (s.name == name) {
-          specs.push_back(s);
-          found = true;
-        }
-      CDQ_CHECK(found, "unknown benchmark method '{}'", name);
-    }
+    for (const auto& name : cdq::bench::split(methods, ',')) specs.push_back(parse_spec(name));
 
     nlohmann::json records = nlohmann::json::array();
     fmt::print("{:>11} {:>4} {:>9} {:>9} {:>10} {:>9} {:>9} {:>10} {:>10}\n", "shape", "bits",
@@ -148,10 +166,10 @@ int main(int argc, char** argv) {
                                 {"refine_seconds", r.seconds_refine},
                                 {"moves_per_row", r.moves_per_row},
                                 {"convergence", r.convergence}};
-          if (cdq::is_cd_family(spec.method)) {
-            const char* base = spec.init == cdq::Method::Rtn ? "rtn"
-                               : spec.act_order              ? "gptq-ao"
-                                                             : "gptq";
+          if (spec.method.refined()) {
+            // The entry of the start alone, with the same act-order setting.
+            const std::string base =
+                std::string(cdq::start_of(spec.method, opt).name()) + (spec.act_order ? "-ao" : "");
             const auto it = done.find(base);
             if (it != done.end()) {
               const double rt = r.seconds_refine / it->second.seconds;

@@ -255,12 +255,12 @@ TEST(CdFamily, FromGptqNeverWorseAndReportsConsistently) {
       const LayerProblem p = small_problem(6, cf.d_in, seed);
       SolverOptions opt = cf.options();
       opt.cd_rescale_rounds = 0;  // codes only: the scale refit has its own tests
-      const SolveResult gq = solve_layer(p.w, p.h, Method::Gptq, opt);
+      const SolveResult gq = solve_layer(p.w, p.h, parse_method("gptq"), opt);
       const Matrix h = damped(p.h, opt.percdamp);
       const double f_gptq = objective(p.w, h, gq.grid, gq.codes);
-      for (Method m : {Method::Cd, Method::Bcd, Method::Cyclic}) {
+      for (Method m : {parse_method("cd"), parse_method("bcd"), parse_method("cyclic")}) {
         const SolveResult r = solve_layer(p.w, p.h, m, opt);
-        const std::string ctx = fmt::format("{} {} seed={}", method_name(m), cf.name(), seed);
+        const std::string ctx = fmt::format("{} {} seed={}", m.name(), cf.name(), seed);
         // Same grid as the GPTQ start, codes on it.
         EXPECT_EQ(r.grid.scale, gq.grid.scale) << ctx;
         EXPECT_EQ(r.grid.g_idx, gq.grid.g_idx) << ctx;
@@ -293,10 +293,11 @@ TEST(CdFamily, StaysOnAFixedGrid) {
     fixed.bias[k] = -fixed.scale[k] * static_cast<float>(fixed.zero[k]);
   SolverOptions opt;
   opt.grid.bits = 3;
-  opt.fixed_grid = &fixed;
-  for (Method init : {Method::Rtn, Method::Gptq}) {
+  const GridConstraint kept = GridConstraint::kept(fixed);
+  opt.constraint = &kept;
+  for (Method init : {parse_method("rtn"), parse_method("gptq")}) {
     opt.cd_init = init;
-    for (Method m : {Method::Cd, Method::Bcd, Method::Cyclic}) {
+    for (Method m : {parse_method("cd"), parse_method("bcd"), parse_method("cyclic")}) {
       const SolveResult r = solve_layer(p.w, p.h, m, opt);
       EXPECT_EQ(r.grid.scale, fixed.scale);
       EXPECT_EQ(r.grid.zero, fixed.zero);
@@ -304,7 +305,7 @@ TEST(CdFamily, StaysOnAFixedGrid) {
         ASSERT_LE(r.codes[i], fixed.maxq);
         EXPECT_EQ(r.q.data[i], fixed.value(i / p.w.cols, i % p.w.cols, r.codes[i]));
       }
-      const SolveResult rtn = solve_layer(p.w, p.h, Method::Rtn, opt);
+      const SolveResult rtn = solve_layer(p.w, p.h, parse_method("rtn"), opt);
       EXPECT_LT(r.objective, rtn.objective);
     }
   }
@@ -314,14 +315,14 @@ TEST(CdFamily, FromRtnImprovesAndOwcVariantsRun) {
   const LayerProblem p = small_problem(8, 32, 2);
   SolverOptions opt;
   opt.grid.bits = 3;
-  opt.cd_init = Method::Rtn;
+  opt.cd_init = parse_method("rtn");
   opt.cd_rescale_rounds = 0;
-  const SolveResult rtn = solve_layer(p.w, p.h, Method::Rtn, opt);
-  const SolveResult cd = solve_layer(p.w, p.h, Method::Cd, opt);
+  const SolveResult rtn = solve_layer(p.w, p.h, parse_method("rtn"), opt);
+  const SolveResult cd = solve_layer(p.w, p.h, parse_method("cd"), opt);
   EXPECT_LT(cd.objective, rtn.objective);
   EXPECT_GT(cd.moves_per_row, 0.0);
-  const SolveResult owc = solve_layer(p.w, p.h, Method::Owc, opt);
-  for (Method m : {Method::OwcCd, Method::OwcBcd}) {
+  const SolveResult owc = solve_layer(p.w, p.h, parse_method("owc"), opt);
+  for (Method m : {parse_method("owc-cd"), parse_method("owc-bcd")}) {
     const SolveResult r = solve_layer(p.w, p.h, m, opt);
     EXPECT_EQ(r.grid.scale, owc.grid.scale);
     EXPECT_LE(r.objective, owc.objective);
@@ -333,11 +334,11 @@ TEST(CdFamily, DeadInputsAreHandled) {
   for (int64_t j = 0; j < p.h.rows; ++j) p.h(3, j) = p.h(j, 3) = 0.0f;  // input 3 never fires
   SolverOptions opt;
   opt.grid.bits = 2;
-  opt.cd_init = Method::Rtn;
-  for (Method m : {Method::Cd, Method::Bcd, Method::Cyclic}) {
+  opt.cd_init = parse_method("rtn");
+  for (Method m : {parse_method("cd"), parse_method("bcd"), parse_method("cyclic")}) {
     const SolveResult r = solve_layer(p.w, p.h, m, opt);
     EXPECT_TRUE(std::isfinite(r.objective));
-    EXPECT_LE(r.objective, solve_layer(p.w, p.h, Method::Rtn, opt).objective);
+    EXPECT_LE(r.objective, solve_layer(p.w, p.h, parse_method("rtn"), opt).objective);
   }
 }
 
@@ -345,16 +346,16 @@ TEST(CdFamily, BudgetLimitsTheMoves) {
   const LayerProblem p = small_problem(6, 16, 4);
   SolverOptions opt;
   opt.grid.bits = 2;
-  opt.cd_init = Method::Rtn;
+  opt.cd_init = parse_method("rtn");
   opt.cd_budget = 0.125;  // 2 steps per row
   opt.cd_rescale_rounds = 0;
-  const SolveResult r = solve_layer(p.w, p.h, Method::Cd, opt);
+  const SolveResult r = solve_layer(p.w, p.h, parse_method("cd"), opt);
   EXPECT_LE(r.moves_per_row, 2.0);
   EXPECT_GT(r.moves_per_row, 0.0);
   opt.cd_budget = 0.0;
-  const SolveResult none = solve_layer(p.w, p.h, Method::Cd, opt);
+  const SolveResult none = solve_layer(p.w, p.h, parse_method("cd"), opt);
   EXPECT_EQ(none.moves_per_row, 0.0);
-  EXPECT_EQ(none.codes, solve_layer(p.w, p.h, Method::Rtn, opt).codes);
+  EXPECT_EQ(none.codes, solve_layer(p.w, p.h, parse_method("rtn"), opt).codes);
 }
 
 TEST(CdFamily, RejectsBadOptions) {
@@ -362,7 +363,7 @@ TEST(CdFamily, RejectsBadOptions) {
   SolverOptions opt;
   opt.bcd_block = 5;
   try {
-    solve_layer(p.w, p.h, Method::Bcd, opt);
+    solve_layer(p.w, p.h, parse_method("bcd"), opt);
     FAIL() << "block size 5 accepted";
   } catch (const Error& e) {
     EXPECT_THAT(e.what(), HasSubstr("BCD block size"));
@@ -370,15 +371,15 @@ TEST(CdFamily, RejectsBadOptions) {
   opt = SolverOptions{};
   opt.cd_budget = -1.0;
   try {
-    solve_layer(p.w, p.h, Method::Cd, opt);
+    solve_layer(p.w, p.h, parse_method("cd"), opt);
     FAIL() << "negative budget accepted";
   } catch (const Error& e) {
     EXPECT_THAT(e.what(), HasSubstr("cd_budget"));
   }
   opt = SolverOptions{};
-  opt.cd_init = Method::Cd;
+  opt.cd_init = parse_method("cd");
   try {
-    solve_layer(p.w, p.h, Method::Cd, opt);
+    solve_layer(p.w, p.h, parse_method("cd"), opt);
     FAIL() << "cd_init = cd accepted";
   } catch (const Error& e) {
     EXPECT_THAT(e.what(), HasSubstr("cd_init"));

@@ -62,8 +62,8 @@ TEST(CdRescale, ScalesAndCodesEndJointlyOptimalAndTheObjectiveNeverRises) {
       SolverOptions opt = cf.options();
       opt.cd_rescale_rounds = 50;  // enough to converge: ends on a refit that moved nothing
       const std::string ctx = fmt::format("{} seed={}", cf.name(), seed);
-      const SolveResult gq = solve_layer(p.w, p.h, Method::Gptq, opt);
-      const SolveResult r = solve_layer(p.w, p.h, Method::Cd, opt);
+      const SolveResult gq = solve_layer(p.w, p.h, parse_method("gptq"), opt);
+      const SolveResult r = solve_layer(p.w, p.h, parse_method("cd"), opt);
       const Matrix h = damped(p.h, opt.percdamp);
       const double f_gptq = objective(p.w, h, gq.grid, gq.codes);
       const double f = objective(p.w, h, r.grid, r.codes);
@@ -105,9 +105,9 @@ TEST(CdRescale, LowersTheObjectiveBelowCodesOnlyCd) {
       opt.grid.group_size = group;
       opt.act_order = true;
       opt.cd_rescale_rounds = 0;
-      const SolveResult codes_only = solve_layer(p.w, p.h, Method::Cd, opt);
+      const SolveResult codes_only = solve_layer(p.w, p.h, parse_method("cd"), opt);
       opt.cd_rescale_rounds = 4;
-      const SolveResult rescaled = solve_layer(p.w, p.h, Method::Cd, opt);
+      const SolveResult rescaled = solve_layer(p.w, p.h, parse_method("cd"), opt);
       EXPECT_LT(rescaled.objective, codes_only.objective) << "sym=" << sym << " group=" << group;
       EXPECT_NE(rescaled.grid.scale, codes_only.grid.scale);
     }
@@ -120,9 +120,9 @@ TEST(CdRescale, Fp16ScalesStayRepresentable) {
   opt.grid.bits = 3;
   opt.grid.group_size = 8;
   opt.grid.fp16_scales = true;
-  const SolveResult r = solve_layer(p.w, p.h, Method::Bcd, opt);
+  const SolveResult r = solve_layer(p.w, p.h, parse_method("bcd"), opt);
   for (float s : r.grid.scale) EXPECT_EQ(s, fp16_to_float(float_to_fp16(s)));
-  EXPECT_LE(r.objective, solve_layer(p.w, p.h, Method::Gptq, opt).objective);
+  EXPECT_LE(r.objective, solve_layer(p.w, p.h, parse_method("gptq"), opt).objective);
 }
 
 TEST(CdRescale, CyclicRefitsToo) {
@@ -130,9 +130,9 @@ TEST(CdRescale, CyclicRefitsToo) {
   SolverOptions opt;
   opt.grid.bits = 2;
   opt.cd_rescale_rounds = 0;
-  const SolveResult plain = solve_layer(p.w, p.h, Method::Cyclic, opt);
+  const SolveResult plain = solve_layer(p.w, p.h, parse_method("cyclic"), opt);
   opt.cd_rescale_rounds = 4;
-  const SolveResult refit = solve_layer(p.w, p.h, Method::Cyclic, opt);
+  const SolveResult refit = solve_layer(p.w, p.h, parse_method("cyclic"), opt);
   EXPECT_LT(refit.objective, plain.objective);
 }
 
@@ -150,16 +150,17 @@ TEST(CdRescale, RefitsTheBlockScalesOfEveryGgmlType) {
     const Grid grid = qb.to_grid();
     const std::vector<int16_t> sub = qb.group_sub_scales();
     SolverOptions opt;
-    opt.fixed_grid = &grid;
-    const SolveResult codes_only = solve_layer(p.w, p.h, Method::Cd, opt);
+    GridConstraint constraint = GridConstraint::kept(grid);
+    opt.constraint = &constraint;
+    const SolveResult codes_only = solve_layer(p.w, p.h, parse_method("cd"), opt);
     EXPECT_EQ(codes_only.grid.scale, grid.scale);
-    opt.fixed_sub_scale = sub.data();
-    opt.fixed_block_groups = static_cast<int>(qb.groups_per_block());
-    const SolveResult d_only = solve_layer(p.w, p.h, Method::Cd, opt);
+    constraint =
+        GridConstraint::ggml_block(grid, sub, static_cast<int>(qb.groups_per_block()), 1, 1);
+    const SolveResult d_only = solve_layer(p.w, p.h, parse_method("cd"), opt);
     const SubScaleRange range = ggml_sub_scale_range(tr.type);
-    opt.fixed_sub_lo = range.lo;
-    opt.fixed_sub_hi = range.hi;
-    const SolveResult refit = solve_layer(p.w, p.h, Method::Cd, opt);
+    constraint.sub_lo = range.lo;
+    constraint.sub_hi = range.hi;
+    const SolveResult refit = solve_layer(p.w, p.h, parse_method("cd"), opt);
     EXPECT_LT(d_only.objective, codes_only.objective);
     EXPECT_EQ(d_only.sub_scale, sub);
     ASSERT_EQ(refit.sub_scale.size(), sub.size());

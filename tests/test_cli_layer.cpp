@@ -32,7 +32,7 @@ LayerProblem small_problem(uint64_t seed = 3) {
 double rtn_objective(const Matrix& w, const Matrix& h, int bits) {
   SolverOptions o;
   o.grid.bits = bits;
-  return solve_layer(w, h, Method::Rtn, o).objective;
+  return solve_layer(w, h, parse_method("rtn"), o).objective;
 }
 
 // Runs the CLI expecting success and returns its --json output parsed.
@@ -92,7 +92,7 @@ TEST(CliLayer, JsonHasTheKeysAndMatchesTheLibrary) {
   SolverOptions opt;
   opt.grid.bits = 3;
   opt.grid.group_size = 16;
-  const SolveResult ref = solve_layer(p.w, p.h, Method::Rtn, opt);
+  const SolveResult ref = solve_layer(p.w, p.h, parse_method("rtn"), opt);
   EXPECT_DOUBLE_EQ(o["objective"].get<double>(), ref.objective);
   EXPECT_DOUBLE_EQ(o["relative"].get<double>(), ref.relative());
   EXPECT_GT(o["relative"].get<double>(), 0.0);
@@ -102,14 +102,50 @@ TEST(CliLayer, JsonHasTheKeysAndMatchesTheLibrary) {
 TEST(CliLayer, EveryMethodGetsAnEntry) {
   // Each requested method yields one object: a result, or the error it raised (and then the
   // exit code says so).
-  const auto r = run_cli({"layer", "--synthetic", "24,32", "--methods", "rtn,gptq", "--json"});
+  const auto ok = run_cli({"layer", "--synthetic", "24,32", "--methods", "rtn,gptq", "--json"});
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  const json both = json::parse(ok.out);
+  ASSERT_EQ(both.size(), 2u);
+  EXPECT_EQ(both[0]["method"], "rtn");
+  EXPECT_EQ(both[1]["method"], "gptq");
+  EXPECT_FALSE(both[0].contains("error"));
+  EXPECT_FALSE(both[1].contains("error"));
+
+  // An indefinite H (eigenvalues -999 and 1001, symmetric with a nonnegative diagonal, so it
+  // passes the input checks): RTN never factors H and solves it; GPTQ's Cholesky fails at every
+  // damping it tries, so GPTQ and CD from GPTQ fail. The others still get their rows, the
+  // failures are reported by name, and the exit code is non-zero.
+  TempDir dir;
+  Matrix h(2, 2);
+  h(0, 0) = h(1, 1) = 1.0f;
+  h(0, 1) = h(1, 0) = 1000.0f;
+  Matrix w(3, 2);
+  for (int64_t i = 0; i < w.size(); ++i) w.data[static_cast<size_t>(i)] = 0.3f * float(i) - 0.7f;
+  const std::string path = write_problem(dir, "indefinite.safetensors", w, &h, nullptr);
+  const auto r = run_cli({"layer", path, "--methods", "rtn,gptq,cd", "--json"});
+  EXPECT_NE(r.exit_code, 0) << r.out;
   const json out = json::parse(r.out);
-  ASSERT_EQ(out.size(), 2u);
+  ASSERT_EQ(out.size(), 3u);
   EXPECT_EQ(out[0]["method"], "rtn");
   EXPECT_EQ(out[1]["method"], "gptq");
-  const bool any_error = out[0].contains("error") || out[1].contains("error");
-  EXPECT_EQ(r.exit_code != 0, any_error) << r.err;
+  EXPECT_EQ(out[2]["method"], "cd");
   EXPECT_FALSE(out[0].contains("error"));
+  EXPECT_TRUE(out[0].contains("objective"));
+  for (int i : {1, 2}) {
+    ASSERT_TRUE(out[i].contains("error")) << out[i].dump();
+    EXPECT_THAT(out[i]["error"].get<std::string>(), HasSubstr("not positive definite"));
+    EXPECT_FALSE(out[i].contains("objective"));
+  }
+  EXPECT_THAT(r.err, HasSubstr("2 of 3 methods failed"));
+  EXPECT_THAT(r.err, HasSubstr("gptq ("));
+  EXPECT_THAT(r.err, HasSubstr("cd ("));
+
+  // The table says the same: a row of dashes and the error for each failed method.
+  const auto table = run_cli({"layer", path, "--methods", "rtn,gptq"});
+  EXPECT_NE(table.exit_code, 0);
+  EXPECT_THAT(table.out, HasSubstr("\nrtn "));
+  EXPECT_THAT(table.out, ::testing::ContainsRegex("\ngptq +[0-9]+ +row +- +- +- +-  error: "));
+  EXPECT_THAT(table.err, HasSubstr("1 of 2 methods failed"));
 }
 
 TEST(CliLayer, FileWithHGivesTheSyntheticResult) {

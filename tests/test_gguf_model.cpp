@@ -290,15 +290,15 @@ TEST(GgufModel, QuantizedFilesDecodeToTheSolversWeights) {
   const auto vocab = load_tokenizer(stories_tokenizer_path())->vocab();
   const auto windows = stories_calibration();
   const Model original = load_model(test::stories260k_path());
-  const std::pair<const char*, Method> runs[] = {{"Q8_0", Method::Rtn},
-                                                 {"Q8_0", Method::Cd},
-                                                 {"Q4_0", Method::Gptq},
-                                                 {"Q4_0", Method::Cd},
-                                                 {"Q4_K", Method::Cd}};
+  const std::pair<const char*, Method> runs[] = {{"Q8_0", parse_method("rtn")},
+                                                 {"Q8_0", parse_method("cd")},
+                                                 {"Q4_0", parse_method("gptq")},
+                                                 {"Q4_0", parse_method("cd")},
+                                                 {"Q4_K", parse_method("cd")}};
   for (const auto& [type, m] : runs) {
     {
-      SCOPED_TRACE(std::string(type) + " " + method_name(m));
-      const std::string path = dir.file(std::string(type) + method_name(m) + ".gguf");
+      SCOPED_TRACE(std::string(type) + " " + std::string(m.name()));
+      const std::string path = dir.file(std::string(type) + std::string(m.name()) + ".gguf");
       const Solved s = quantize_to_gguf(test::stories260k_path(), path, vocab, windows, m, type);
       const Model back = load_model(path);
       const GgufReader r(path);
@@ -381,9 +381,9 @@ TEST(GgufModel, CdCodesBeatRtnCodesOnStories) {
   for (const char* type : {"Q8_0", "Q4_0", "Q4_K"}) {
     SCOPED_TRACE(type);
     std::map<std::string, EvalResult> w;
-    for (const auto& [name, method, importance] :
-         {std::tuple{"plain", Method::Rtn, false}, std::tuple{"rtn", Method::Rtn, true},
-          std::tuple{"cd", Method::Cd, true}}) {
+    for (const auto& [name, method, importance] : {std::tuple{"plain", parse_method("rtn"), false},
+                                                   std::tuple{"rtn", parse_method("rtn"), true},
+                                                   std::tuple{"cd", parse_method("cd"), true}}) {
       const std::string path = dir.file(fmt::format("{}-{}.gguf", type, name));
       quantize_to_gguf(test::stories260k_path(), path, vocab, calib, method, type, importance);
       const Model q = load_model(path);
@@ -405,7 +405,7 @@ TEST(GgufModel, CdCodesBeatRtnCodesOnStories) {
   // stories260K's 64-wide rows never fill a K-quant super-block: Q3_K falls back to Q4_0 for
   // every tensor, so its file holds the Q4_0 file's tensors byte for byte and scores the same.
   const std::string q3 = dir.file("Q3_K-cd.gguf");
-  quantize_to_gguf(test::stories260k_path(), q3, vocab, calib, Method::Cd, "Q3_K");
+  quantize_to_gguf(test::stories260k_path(), q3, vocab, calib, parse_method("cd"), "Q3_K");
   const GgufReader r3(q3), r4(dir.file("Q4_0-cd.gguf"));
   ASSERT_EQ(r3.tensors().size(), r4.tensors().size());
   for (size_t i = 0; i < r3.tensors().size(); ++i) {
@@ -434,7 +434,7 @@ TEST(GgufModel, KQuantsApplyAndCdBeatsRtnOnARandomModel) {
   for (const char* type : {"Q4_K", "Q3_K", "Q2_K", "Q6_K", "Q5_K"}) {
     SCOPED_TRACE(type);
     const std::string rtn = dir.file("rtn.gguf"), cd = dir.file("cd.gguf");
-    const Solved s = quantize_to_gguf(src, cd, vocab, windows, Method::Cd, type);
+    const Solved s = quantize_to_gguf(src, cd, vocab, windows, parse_method("cd"), type);
     const GgufReader r(cd);
     EXPECT_EQ(r.tensor("blk.1.ffn_down.weight").type, parse_ggml_type(type));  // no fallback
     EXPECT_EQ(r.tensor("blk.0.attn_q.weight").type, parse_ggml_type(type));
@@ -444,7 +444,7 @@ TEST(GgufModel, KQuantsApplyAndCdBeatsRtnOnARandomModel) {
         expect_same_matrix(back.blocks[static_cast<size_t>(l)].linear(lin),
                            s.grid_q.at({l, static_cast<int>(lin)}), gguf_linear_name(l, lin));
     if (std::string(type) == "Q4_K" || std::string(type) == "Q3_K") {
-      quantize_to_gguf(src, rtn, vocab, windows, Method::Rtn, type);
+      quantize_to_gguf(src, rtn, vocab, windows, parse_method("rtn"), type);
       EXPECT_LT(score(model, cd, stream, 64).kl, score(model, rtn, stream, 64).kl);
     }
   }

@@ -118,8 +118,8 @@ TEST(Gptq, BeatsRtnOnCorrelatedH) {
   for (int bits : {2, 3, 4}) {
     for (int group : {0, 32}) {
       const SolverOptions opt = options(bits, group);
-      const SolveResult rtn = solve_layer(w, h, Method::Rtn, opt);
-      const SolveResult gptq = solve_layer(w, h, Method::Gptq, opt);
+      const SolveResult rtn = solve_layer(w, h, parse_method("rtn"), opt);
+      const SolveResult gptq = solve_layer(w, h, parse_method("gptq"), opt);
       EXPECT_LT(gptq.objective, rtn.objective) << bits << " bits, group " << group;
     }
   }
@@ -130,7 +130,7 @@ TEST(Gptq, ReportedObjectiveIsRecomputedFromQ) {
   const Matrix h = correlated_hessian(96, 8);
   SolverOptions opt = options(3, 32);
   opt.act_order = true;
-  const SolveResult res = solve_layer(w, h, Method::Gptq, opt);
+  const SolveResult res = solve_layer(w, h, parse_method("gptq"), opt);
   // q is the grid's value of each code: value() is one multiply (and add) per weight, the
   // very operations dequantize must do, so equality is exact.
   for (int64_t r = 0; r < w.rows; ++r)
@@ -173,7 +173,8 @@ TEST(Gptq, FixedGridGivesTheSameCodesAsItsOwnPerChannelFit) {
   SolverOptions opt = options(4, 0);
   const GptqResult own = gptq_quantize(w, h, opt);
   const Grid grid = fit_grid(w, opt.grid, nullptr);
-  opt.fixed_grid = &grid;
+  const GridConstraint kept = GridConstraint::kept(grid);
+  opt.constraint = &kept;
   opt.grid.bits = 2;  // ignored with a fixed grid
   const GptqResult fixed = gptq_quantize(w, h, opt);
   EXPECT_EQ(fixed.grid.scale, grid.scale);
@@ -276,7 +277,7 @@ TEST(Gptq, RankDeficientHWithoutDampingEscalatesWithANote) {
   const Matrix h = test::low_rank_hessian(64, 8, 17);
   SolverOptions opt = options(4, 0);
   opt.percdamp = 0.0;
-  const SolveResult res = solve_layer(w, h, Method::Gptq, opt);
+  const SolveResult res = solve_layer(w, h, parse_method("gptq"), opt);
   ASSERT_FALSE(res.notes.empty());
   EXPECT_THAT(res.notes[0], HasSubstr("H not positive definite at percdamp=0; retried with 0.01"));
   EXPECT_TRUE(std::isfinite(res.objective));
@@ -288,7 +289,7 @@ TEST(Gptq, AllZeroHIsAllDeadAndFinite) {
   for (double damp : {0.0, 0.01}) {
     SolverOptions opt = options(3, 8);
     opt.percdamp = damp;
-    const SolveResult res = solve_layer(w, Matrix(20, 20), Method::Gptq, opt);
+    const SolveResult res = solve_layer(w, Matrix(20, 20), parse_method("gptq"), opt);
     EXPECT_EQ(res.objective, 0.0);
     EXPECT_TRUE(all_finite(res.q.span()));
     for (float v : res.q.data) EXPECT_EQ(v, 0.0f);  // dead columns are zeroed, 0 is on the grid
@@ -301,7 +302,7 @@ TEST(Gptq, IndefiniteHFailsWithAClearError) {
   h(0, 1) = h(1, 0) = 1000.0f;  // eigenvalues -999 and 1001: no damping we try fixes it
   const Matrix w = random_weights(3, 2, 19);
   try {
-    solve_layer(w, h, Method::Gptq, options(4, 0));
+    solve_layer(w, h, parse_method("gptq"), options(4, 0));
     FAIL() << "expected an error";
   } catch (const Error& e) {
     EXPECT_THAT(e.what(), HasSubstr("not positive definite even with damping"));
@@ -313,7 +314,7 @@ TEST(Gptq, NanInputsAreRejected) {
   Matrix h = correlated_hessian(16, 21);
   w(1, 3) = std::numeric_limits<float>::quiet_NaN();
   try {
-    solve_layer(w, h, Method::Gptq, options(4, 0));
+    solve_layer(w, h, parse_method("gptq"), options(4, 0));
     FAIL() << "expected an error";
   } catch (const Error& e) {
     EXPECT_THAT(e.what(), HasSubstr("W contains NaN"));
@@ -321,7 +322,7 @@ TEST(Gptq, NanInputsAreRejected) {
   w(1, 3) = 0.5f;
   h(2, 2) = std::numeric_limits<float>::quiet_NaN();
   try {
-    solve_layer(w, h, Method::Gptq, options(4, 0));
+    solve_layer(w, h, parse_method("gptq"), options(4, 0));
     FAIL() << "expected an error";
   } catch (const Error& e) {
     EXPECT_THAT(e.what(), HasSubstr("H contains NaN"));
@@ -332,7 +333,7 @@ TEST(Gptq, BadBlockSizeIsRejected) {
   const Matrix w = random_weights(4, 16, 22);
   SolverOptions opt = options(4, 0);
   opt.gptq_block = 0;
-  EXPECT_THROW(solve_layer(w, correlated_hessian(16, 23), Method::Gptq, opt), Error);
+  EXPECT_THROW(solve_layer(w, correlated_hessian(16, 23), parse_method("gptq"), opt), Error);
 }
 
 }  // namespace

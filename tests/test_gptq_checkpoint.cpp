@@ -98,9 +98,8 @@ struct Case {
 };
 
 void PrintTo(const Case& c, std::ostream* os) {
-  *os << method_name(c.method) << " " << c.bits << "-bit group " << c.group
-      << (c.sym ? " sym" : " asym") << (c.act_order ? " act-order" : "") << " shard "
-      << c.shard_bytes;
+  *os << c.method.name() << " " << c.bits << "-bit group " << c.group << (c.sym ? " sym" : " asym")
+      << (c.act_order ? " act-order" : "") << " shard " << c.shard_bytes;
 }
 
 class GptqRoundTrip : public ::testing::TestWithParam<Case> {};
@@ -135,14 +134,15 @@ TEST_P(GptqRoundTrip, ReadBackEqualsTheSolversWeightsExactly) {
   EXPECT_EQ(SafetensorsDir(out).is_sharded(), p.shard_bytes < 100000);
 }
 
-INSTANTIATE_TEST_SUITE_P(Settings, GptqRoundTrip,
-                         ::testing::Values(Case{Method::Rtn, 4, -1, true, false, 2'000'000'000},
-                                           Case{Method::Gptq, 4, 32, false, true, 2'000'000'000},
-                                           Case{Method::Gptq, 3, 32, true, false, 20'000},
-                                           Case{Method::Rtn, 2, 16, false, false, 2'000'000'000},
-                                           Case{Method::Gptq, 8, 32, true, true, 2'000'000'000},
-                                           Case{Method::Cd, 3, -1, false, false, 2'000'000'000},
-                                           Case{Method::Owc, 2, 32, true, false, 2'000'000'000}));
+INSTANTIATE_TEST_SUITE_P(
+    Settings, GptqRoundTrip,
+    ::testing::Values(Case{parse_method("rtn"), 4, -1, true, false, 2'000'000'000},
+                      Case{parse_method("gptq"), 4, 32, false, true, 2'000'000'000},
+                      Case{parse_method("gptq"), 3, 32, true, false, 20'000},
+                      Case{parse_method("rtn"), 2, 16, false, false, 2'000'000'000},
+                      Case{parse_method("gptq"), 8, 32, true, true, 2'000'000'000},
+                      Case{parse_method("cd"), 3, -1, false, false, 2'000'000'000},
+                      Case{parse_method("owc"), 2, 32, true, false, 2'000'000'000}));
 
 // ---- what loaders read
 // ---------------------------------------------------------------------------
@@ -152,7 +152,7 @@ TEST(GptqCheckpoint, TensorNamesDtypesShapesAndConfigAsLoadersExpect) {
   const ModelConfig c = packable_config();
   test::write_hf_model(test::random_model(c, 5), tmp.file("src"));
   const std::string out = tmp.file("gptq");
-  QuantizeOptions o = options(Method::Gptq, 4, 32, true, true);
+  QuantizeOptions o = options(parse_method("gptq"), 4, 32, true, true);
   o.true_sequential = true;
   o.solver.percdamp = 0.05;
   quantize_to_gptq(tmp.file("src"), out, o);
@@ -245,7 +245,8 @@ TEST(GptqCheckpoint, V1StoresZeroMinusOneV2StoresTheZero) {
   test::write_hf_model(test::random_model(c, 6), tmp.file("src"));
   for (bool sym : {true, false}) {
     const std::string out = tmp.file(sym ? "v1" : "v2");
-    const auto results = write_rtn_gptq(tmp.file("src"), out, options(Method::Rtn, 4, -1, sym));
+    const auto results =
+        write_rtn_gptq(tmp.file("src"), out, options(parse_method("rtn"), 4, -1, sym));
     const LinearResult& down = results[1][static_cast<int>(Linear::Down)];  // not permuted
     const auto zeros = raw_zeros(out, hf_linear_prefix(1, Linear::Down), c.dim, 4);
     for (int64_t n = 0; n < c.dim; ++n)
@@ -284,7 +285,8 @@ TEST(GptqCheckpoint, UnpackableLinearsStayFloat16AndEveryLoaderSkipsThem) {
   const ModelConfig c = test::tiny_config(64, 44, 2, 4, 2, 64, 32);
   test::write_hf_model(test::random_model(c, 8), tmp.file("src"));
   const std::string out = tmp.file("gptq");
-  const Model want = quantize_to_gptq(tmp.file("src"), out, options(Method::Gptq, 4, -1, true));
+  const Model want =
+      quantize_to_gptq(tmp.file("src"), out, options(parse_method("gptq"), 4, -1, true));
 
   const SafetensorsDir st(out);
   for (Linear lin : {Linear::Gate, Linear::Up, Linear::Down}) {
@@ -316,7 +318,7 @@ TEST(GptqCheckpoint, FusedGroupsAndRaggedGroupsAreKeptFloatTogether) {
   const ModelConfig c = test::tiny_config(64, 64, 1, 8, 2, 64, 32);
   test::write_hf_model(test::random_model(c, 9), tmp.file("src"));
   const Model want =
-      quantize_to_gptq(tmp.file("src"), tmp.file("a"), options(Method::Rtn, 3, 32, true));
+      quantize_to_gptq(tmp.file("src"), tmp.file("a"), options(parse_method("rtn"), 3, 32, true));
   const json q = read_json(tmp.file("a") + "/config.json")["quantization_config"];
   for (const char* m : {"model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.k_proj",
                         "model.layers.0.self_attn.v_proj", "model.layers.0.self_attn.qkv_proj"})
@@ -336,10 +338,11 @@ TEST(GptqCheckpoint, Stories260kFromLlama2cWithAHfConfig) {
   test::TempDir tmp;
   const std::string out = tmp.file("gptq");
   auto reader = open_model(test::stories260k_path());
-  auto writer =
-      make_gptq_writer(*reader, test::stories260k_path(), out, options(Method::Rtn, 4, 32, true));
+  auto writer = make_gptq_writer(*reader, test::stories260k_path(), out,
+                                 options(parse_method("rtn"), 4, 32, true));
   InMemoryModelWriter memory(*reader);
-  quantize_model(*reader, test::random_windows(512, 2, 16, 3), options(Method::Rtn, 4, 32, true),
+  quantize_model(*reader, test::random_windows(512, 2, 16, 3),
+                 options(parse_method("rtn"), 4, 32, true),
                  [&](int layer, BlockWeights& block, std::vector<LinearResult>& linears) {
                    writer->write_block(layer, block, linears);
                    memory.write_block(layer, block, linears);
@@ -386,7 +389,7 @@ TEST(GptqCheckpoint, WriterRejectsGridsItCannotStore) {
   const Model m = test::random_model(c, 2);
   test::write_hf_model(m, tmp.file("src"));
   auto reader = open_model(tmp.file("src"));
-  const QuantizeOptions o = options(Method::Rtn, 4, -1, true);
+  const QuantizeOptions o = options(parse_method("rtn"), 4, -1, true);
   auto writer = make_gptq_writer(*reader, tmp.file("src"), tmp.file("out"), o);
   std::vector<LinearResult> linears;
   for (Linear lin : kAllLinears) {
@@ -461,7 +464,7 @@ class GptqHostile : public ::testing::Test {
   void SetUp() override {
     const ModelConfig c = packable_config();
     test::write_hf_model(test::random_model(c, 1), tmp_.file("src"));
-    quantize_to_gptq(tmp_.file("src"), dir(), options(Method::Rtn, 4, 32, true));
+    quantize_to_gptq(tmp_.file("src"), dir(), options(parse_method("rtn"), 4, 32, true));
     ASSERT_NO_THROW(load_model(dir()));
   }
   std::string dir() const { return tmp_.file("gptq"); }

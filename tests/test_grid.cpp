@@ -278,8 +278,8 @@ TEST(ScaleSearch, OwcMethodIsRtnOnTheOwcGrid) {
   const Matrix h = correlated_hessian(64, 14);
   SolverOptions opt;
   opt.grid = spec_of(3, 0, false);
-  const SolveResult owc = solve_layer(w, h, Method::Owc, opt);
-  const SolveResult rtn = solve_layer(w, h, Method::Rtn, opt);
+  const SolveResult owc = solve_layer(w, h, parse_method("owc"), opt);
+  const SolveResult rtn = solve_layer(w, h, parse_method("rtn"), opt);
   // per-channel: OWC minimises each row's own objective over candidates including min-max
   EXPECT_LE(owc.objective, rtn.objective);
   GridSpec s = opt.grid;

@@ -126,7 +126,7 @@ TEST_P(HfFloatWriterTest, QuantizedModelReadsBackExactly) {
       make_hf_float_writer(*reader, src, out, p.shard_bytes > 0 ? p.shard_bytes : 1 << 30);
   InMemoryModelWriter memory(*reader);
   QuantizeOptions opts;
-  opts.method = Method::Rtn;
+  opts.method = parse_method("rtn");
   opts.solver.grid.bits = 3;
   opts.solver.grid.group_size = 16;
   quantize_model(*reader, test::random_windows(c.vocab_size, 2, 8, 5), opts,

@@ -108,23 +108,23 @@ TEST(Calibration, TooShortTextIsAClearError) {
 }
 
 TEST(QuantizeModel, IsDeterministic) {
-  const Quantized a = quantize(Method::Gptq, 4), b = quantize(Method::Gptq, 4);
+  const Quantized a = quantize(parse_method("gptq"), 4), b = quantize(parse_method("gptq"), 4);
   for (size_t i = 0; i < a.model.blocks.size(); ++i)
     for (Linear l : kAllLinears)
       EXPECT_EQ(a.model.blocks[i].linear(l).data, b.model.blocks[i].linear(l).data);
 }
 
 TEST(QuantizeModel, GptqAndCdHaveLowerKlThanRtnAt4Bits) {
-  const double kl_rtn = kl_against_float(quantize(Method::Rtn, 4).model);
-  const double kl_gptq = kl_against_float(quantize(Method::Gptq, 4).model);
-  const double kl_cd = kl_against_float(quantize(Method::Cd, 4).model);
+  const double kl_rtn = kl_against_float(quantize(parse_method("rtn"), 4).model);
+  const double kl_gptq = kl_against_float(quantize(parse_method("gptq"), 4).model);
+  const double kl_cd = kl_against_float(quantize(parse_method("cd"), 4).model);
   EXPECT_GT(kl_rtn, 0.0);
   EXPECT_LT(kl_gptq, kl_rtn);
   EXPECT_LT(kl_cd, kl_rtn);
 }
 
 TEST(QuantizeModel, WeightsLieOnTheReportedGridAndOtherTensorsAreUntouched) {
-  const Quantized q = quantize(Method::Cd, 3);
+  const Quantized q = quantize(parse_method("cd"), 3);
   const Model f = load_model(stories());
   ASSERT_EQ(q.linears.size(), 35u);
   for (const LinearResult& r : q.linears) {
@@ -166,15 +166,16 @@ TEST(QuantizeModel, OnTheSameLayerInputsCdNeverExceedsGptq) {
       for (Linear l : kAllLinears) {
         const Matrix& w = m.blocks[b].linear(l);
         const Matrix& h = hs[b][static_cast<size_t>(input_of(l))];
-        const double gptq = solve_layer(w, h, Method::Gptq, o).objective;
-        const double cd = solve_layer(w, h, Method::Cd, o).objective;
+        const double gptq = solve_layer(w, h, parse_method("gptq"), o).objective;
+        const double cd = solve_layer(w, h, parse_method("cd"), o).objective;
         EXPECT_LE(cd, gptq * (1 + 1e-6)) << bits << " bits, " << linear_display_name(b, l);
       }
   }
 }
 
 TEST(QuantizeModel, TrueSequentialRunsAndDiffers) {
-  const Quantized a = quantize(Method::Gptq, 3, false), b = quantize(Method::Gptq, 3, true);
+  const Quantized a = quantize(parse_method("gptq"), 3, false),
+                  b = quantize(parse_method("gptq"), 3, true);
   // Block 0's q/k/v see the same inputs either way; later linears see refreshed H.
   EXPECT_EQ(a.model.blocks[0].wq.data, b.model.blocks[0].wq.data);
   EXPECT_NE(a.model.blocks[0].w_down.data, b.model.blocks[0].w_down.data);

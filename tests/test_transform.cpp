@@ -80,7 +80,7 @@ TEST(Transform, RotationKeepsTheLayerObjectiveAndUndoes) {
   t.apply(wr, hr);
   SolverOptions opt;
   opt.grid.bits = 3;
-  const SolveResult r = solve_layer(wr, hr, Method::Gptq, opt);
+  const SolveResult r = solve_layer(wr, hr, parse_method("gptq"), opt);
   Matrix q = r.q;
   t.undo(q);
   // tr((Q'-W')H'(Q'-W')^T) = tr((Q'R-W)H(Q'R-W)^T): equal to float rounding of n-term products.
@@ -113,7 +113,7 @@ TEST(Transform, PermutationThroughThePipelineGivesTheSameModel) {
   const auto run = [&](const TransformFactory& transform, std::vector<LinearResult>& results) {
     auto reader = open_model(path);
     QuantizeOptions o;
-    o.method = Method::Rtn;
+    o.method = parse_method("rtn");
     o.solver.grid.bits = 3;
     o.transform = transform;
     InMemoryModelWriter writer(*reader);

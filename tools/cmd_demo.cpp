@@ -1,5 +1,6 @@
 // cdquant demo: the main job on an embedded model, printed as one table.
 #include <fmt/core.h>
+#include <fmt/ranges.h>
 
 #include <cdquant/demo.hpp>
 #include <cdquant/model_locator.hpp>
@@ -17,7 +18,7 @@ struct DemoFlags {
   std::string model = "stories260K";
   std::string calib = "data/sotu-calib.txt";
   std::string text = "data/sotu-test.txt";
-  std::string methods = "rtn,gptq,cd";
+  std::string methods = fmt::format("{}", fmt::join(names_of(default_comparison()), ","));
   std::vector<int> bits = {4, 3, 2};
   std::vector<int> groups = {0, 32};
   DemoOptions options;
@@ -45,9 +46,8 @@ std::string group_label(int g) {
 }
 
 void print_row(const DemoRow& r) {
-  fmt::print("{:<8} {:>4} {:>8} {:>10.3f} {:>10.4f} {:>8.4f} {:>12.3e} {:>8.1f}\n",
-             method_name(r.method), r.bits, group_label(r.group), r.ppl, r.kl, r.top1,
-             r.mean_relative, r.quant_seconds);
+  fmt::print("{:<8} {:>4} {:>8} {:>10.3f} {:>10.4f} {:>8.4f} {:>12.3e} {:>8.1f}\n", r.method.name(),
+             r.bits, group_label(r.group), r.ppl, r.kl, r.top1, r.mean_relative, r.quant_seconds);
   std::fflush(stdout);
 }
 
@@ -91,7 +91,8 @@ void register_demo(CLI::App& app, const std::string& exe) {
   cmd->add_option("--tokenizer", f->options.tokenizer_path, "Tokenizer (default: beside it)");
   cmd->add_option("--calib", f->calib, "Calibration text")->capture_default_str();
   cmd->add_option("--text", f->text, "Held-out test text")->capture_default_str();
-  cmd->add_option("--methods", f->methods, "Comma-separated methods")->capture_default_str();
+  cmd->add_option("--methods", f->methods, "Comma-separated methods, of:\n" + method_help())
+      ->capture_default_str();
   cmd->add_option("--bits", f->bits, "Bit widths to try")->delimiter(',')->capture_default_str();
   cmd->add_option("--groups", f->groups, "Group sizes to try (0 = per channel)")
       ->delimiter(',')

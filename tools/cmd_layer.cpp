@@ -20,7 +20,7 @@ namespace {
 struct LayerArgs {
   std::string file;
   std::string synthetic;
-  std::vector<std::string> methods{"rtn", "gptq", "cd"};
+  std::vector<std::string> methods = names_of(default_comparison());
   SolverFlags solver;  // --bits, --group, ... shared with the other solving subcommands
   uint64_t seed = 1;
   bool json = false;
@@ -112,7 +112,7 @@ struct Row {
 std::string notes_of(const Row& r) {
   if (!r.error.empty()) return "error: " + r.error;
   std::vector<std::string> notes = r.res.notes;
-  if (is_cd_family(r.method)) notes.push_back(fmt::format("{:.1f} moves/row", r.res.moves_per_row));
+  if (r.method.refined()) notes.push_back(fmt::format("{:.1f} moves/row", r.res.moves_per_row));
   return fmt::format("{}", fmt::join(notes, "; "));
 }
 
@@ -123,13 +123,13 @@ void print_table(const LayerArgs& a, const Problem& p, const std::vector<Row>& r
              "objective", "relative", "seconds", "refine", "notes");
   for (const Row& r : rows) {
     if (!r.error.empty()) {
-      fmt::print("{:<8} {:>4} {:>5} {:>13} {:>10} {:>9} {:>9}  {}\n", method_name(r.method),
+      fmt::print("{:<8} {:>4} {:>5} {:>13} {:>10} {:>9} {:>9}  {}\n", r.method.name(),
                  a.solver.bits, group, "-", "-", "-", "-", notes_of(r));
       continue;
     }
     const std::string refine =
-        is_cd_family(r.method) ? fmt::format("{:.3f}", r.res.seconds_refine) : "-";
-    fmt::print("{:<8} {:>4} {:>5} {:>13.6g} {:>10.6f} {:>9.3f} {:>9}  {}\n", method_name(r.method),
+        r.method.refined() ? fmt::format("{:.3f}", r.res.seconds_refine) : "-";
+    fmt::print("{:<8} {:>4} {:>5} {:>13.6g} {:>10.6f} {:>9.3f} {:>9}  {}\n", r.method.name(),
                a.solver.bits, group, r.res.objective, r.res.relative(), r.res.seconds, refine,
                notes_of(r));
   }
@@ -138,8 +138,9 @@ void print_table(const LayerArgs& a, const Problem& p, const std::vector<Row>& r
 void print_json(const LayerArgs& a, const std::vector<Row>& rows) {
   nlohmann::json out = nlohmann::json::array();
   for (const Row& r : rows) {
-    nlohmann::json o = {
-        {"method", method_name(r.method)}, {"bits", a.solver.bits}, {"group", a.solver.group}};
+    nlohmann::json o = {{"method", std::string(r.method.name())},
+                        {"bits", a.solver.bits},
+                        {"group", a.solver.group}};
     if (!r.error.empty()) {
       o["error"] = r.error;
     } else {
@@ -148,7 +149,7 @@ void print_json(const LayerArgs& a, const std::vector<Row>& rows) {
       o["seconds"] = r.res.seconds;
       o["seconds_refine"] = r.res.seconds_refine;
       o["notes"] = r.res.notes;
-      if (is_cd_family(r.method)) o["moves_per_row"] = r.res.moves_per_row;
+      if (r.method.refined()) o["moves_per_row"] = r.res.moves_per_row;
     }
     out.push_back(std::move(o));
   }
@@ -170,7 +171,7 @@ void run_layer(const LayerArgs& a) {
       r.res = solve_layer(p.w, p.h, m, options);
     } catch (const Error& e) {
       r.error = e.what();
-      failed.push_back(fmt::format("{} ({})", method_name(m), r.error));
+      failed.push_back(fmt::format("{} ({})", m.name(), r.error));
     }
     rows.push_back(std::move(r));
   }
@@ -196,8 +197,7 @@ void register_layer(CLI::App& app) {
   cmd->add_option("--synthetic", args->synthetic,
                   "use a seeded synthetic problem of this shape instead of a file, e.g. 768,768")
       ->excludes(file);
-  cmd->add_option("--methods", args->methods,
-                  "comma-separated methods: rtn, owc, gptq, cd, bcd, cyclic, owc-cd, owc-bcd")
+  cmd->add_option("--methods", args->methods, "comma-separated methods, of:\n" + method_help())
       ->delimiter(',')
       ->capture_default_str();
   add_solver_flags(cmd, args->solver);

@@ -12,7 +12,7 @@ namespace {
 
 struct QuantizeFlags {
   QuantizeJob job;
-  std::string method = "gptq";
+  std::string method = std::string(default_method().name());
   SolverFlags solver;
   bool quiet = false;
 };
@@ -36,7 +36,7 @@ void register_quantize(CLI::App& app) {
       ->required();
   cmd->add_option("--calib", flags->job.calib_path, "Calibration text file (UTF-8)")->required();
   cmd->add_option("--out", flags->job.out_path, "Output checkpoint path")->required();
-  cmd->add_option("--method", flags->method, "rtn, owc, gptq, cd, bcd, cyclic, owc-cd or owc-bcd")
+  cmd->add_option("--method", flags->method, "Layer solver, one of:\n" + method_help())
       ->capture_default_str();
   cmd->add_option("--tokenizer", flags->job.tokenizer_path,
                   "Tokenizer file (default: the one stored beside the model)");

@@ -40,12 +40,18 @@ void add_solver_flags(CLI::App* cmd, SolverFlags& f, bool grid_flags) {
   cmd->add_option("--bcd-block", f.bcd_block, "BCD: coordinates moved jointly per step")
       ->check(CLI::Range(2, 4))
       ->capture_default_str();
-  cmd->add_option("--cd-init", f.cd_init, "Start of cd/bcd/cyclic: rtn, owc or gptq")
-      ->check(CLI::IsMember({"rtn", "owc", "gptq"}))
+  cmd->add_option("--cd-init", f.cd_init, "Start of cd/bcd/cyclic: " + method_list(start_names()))
+      ->check(CLI::IsMember(start_names()))
       ->capture_default_str();
   cmd->add_option("--threads", f.threads, "Threads (0 = all cores)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+}
+
+std::vector<std::string> names_of(const std::vector<Method>& methods) {
+  std::vector<std::string> out;
+  for (const Method& m : methods) out.emplace_back(m.name());
+  return out;
 }
 
 SolverOptions SolverFlags::to_options() const {

@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 #include <cdquant/solver.hpp>
 #include <string>
+#include <vector>
 
 namespace cdq::cli {
 
@@ -18,7 +19,7 @@ struct SolverFlags {
   double cd_budget = SolverOptions{}.cd_budget;
   int cd_rescale = SolverOptions{}.cd_rescale_rounds;
   int bcd_block = SolverOptions{}.bcd_block;
-  std::string cd_init = "gptq";
+  std::string cd_init = std::string(default_start().name());
   int threads = 0;
 
   SolverOptions to_options() const;  // validates; throws cdq::Error
@@ -27,5 +28,8 @@ struct SolverFlags {
 // Adds --sym, --act-order, --static-groups, --percdamp, --scales, --cd-budget, --bcd-block,
 // --cd-init, --threads, and with grid_flags also --bits and --group.
 void add_solver_flags(CLI::App* cmd, SolverFlags& flags, bool grid_flags = true);
+
+// The names of `methods` (option defaults from the method registry's).
+std::vector<std::string> names_of(const std::vector<Method>& methods);
 
 }  // namespace cdq::cli

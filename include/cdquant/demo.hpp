@@ -16,7 +16,7 @@ struct DemoOptions {
   std::string tokenizer_path;  // "": beside the model
   std::string calib_path;
   std::string test_path;
-  std::vector<Method> methods = {Method::Rtn, Method::Gptq, Method::Cd};
+  std::vector<Method> methods = default_comparison();
   std::vector<int> bits = {4, 3, 2};
   std::vector<int> groups = {0, 32};  // 0: per channel
   int nsamples = 32;                  // calibration windows
@@ -29,7 +29,7 @@ struct DemoOptions {
 };
 
 struct DemoRow {
-  Method method = Method::Rtn;
+  Method method;
   int bits = 0;
   int group = 0;
   double ppl = 0.0;

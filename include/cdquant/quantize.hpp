@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cdquant/grid.hpp>
+#include <cdquant/grid_constraint.hpp>
 #include <cdquant/model.hpp>
 #include <cdquant/solver.hpp>
 #include <cdquant/transform.hpp>
@@ -22,13 +23,13 @@ struct LinearResult {
   Linear linear = Linear::Q;
   Grid grid;
   std::vector<uint8_t> codes;      // [d_out, d_in]
-  std::vector<int16_t> sub_scale;  // refitted sub-scales of a FixedGrid (SolveResult), or empty
+  std::vector<int16_t> sub_scale;  // refitted sub-scales under a GridConstraint, or empty
   // What the codes' basis asks of an exporter (cdquant/transform.hpp): Nothing, or Undo when
   // grid and codes live in a transformed basis (the block's weights are already undone).
   TransformExport transform_export = TransformExport::Nothing;
   std::string transform = "identity";
-  double objective = 0.0;  // L(Q) with the undamped H
-  double relative = 0.0;   // L(Q) / tr(W H W^T)
+  double objective = 0.0;          // L(Q) with the undamped H
+  double relative = 0.0;           // L(Q) / tr(W H W^T)
   double seconds = 0.0;
   std::vector<std::string> notes;
 };
@@ -41,20 +42,10 @@ struct LayerProgress {
   double eta = 0.0;      // estimated seconds left
 };
 
-// A grid a format fixes for one linear. With sub_scale, its scales are free fp16 multipliers
-// d times integer sub-scales, one d per block_groups groups (SolverOptions::fixed_sub_scale):
-// the CD family refits every d and the writer stores the result's grid. Empty: kept as is.
-struct FixedGrid {
-  Grid grid;
-  std::vector<int16_t> sub_scale;  // [d_out, n_groups] or empty
-  int block_groups = 1;
-  int sub_lo = 1, sub_hi = 1;  // range the sub-scales may move within (SolverOptions)
-};
-
-// Chooses a fixed grid for one linear (e.g. a GGUF block format) or nullopt for the solver's
-// own grid (options.solver.grid).
-using GridChooser = std::function<std::optional<FixedGrid>(int layer, Linear linear,
-                                                           const Matrix& w, const Matrix& h)>;
+// Chooses the grid constraint of one linear (e.g. a GGUF block format's grid), or nullopt for
+// the solver's own grid (options.solver.grid).
+using GridChooser = std::function<std::optional<GridConstraint>(int layer, Linear linear,
+                                                                const Matrix& w, const Matrix& h)>;
 
 // Receives each finished block: its weights with every linear replaced by the dequantized
 // quantized one, and the solved linears (codes + grids).
@@ -62,7 +53,7 @@ using BlockSink =
     std::function<void(int layer, BlockWeights& block, std::vector<LinearResult>& linears)>;
 
 struct QuantizeOptions {
-  Method method = Method::Gptq;
+  Method method = default_method();
   SolverOptions solver;          // grid spec, damping, act-order, CD budget, threads
   bool true_sequential = false;  // refresh H after each group (qkv, o, gate/up, down)
   int64_t chunk_tokens = 4096;   // calibration tokens pushed through a block at once

@@ -152,7 +152,7 @@ GptqCheckpointConfig gptq_config_for(const QuantizeOptions& options) {
   c.true_sequential = options.true_sequential;
   c.damp_percent = options.solver.percdamp;
   c.format = c.sym ? GptqCheckpointFormat::V1 : GptqCheckpointFormat::V2;
-  c.method = method_name(options.method);
+  c.method = std::string(options.method.name());
   return c;
 }
 

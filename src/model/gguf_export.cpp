@@ -114,15 +114,16 @@ struct GgufModelWriter::Impl {
 
   // The type's block scales as the grid to solve on; the free fp16 d of Q4_0/Q5_0/Q8_0 may be
   // refitted by the solver (linear_bytes stores the result's scales).
-  std::optional<FixedGrid> choose(int layer, Linear l, const Matrix& w, const Matrix& h) {
+  std::optional<GridConstraint> choose(int layer, Linear l, const Matrix& w, const Matrix& h) {
     const GgmlType t = plan.linear(layer, l);
-    if (!ggml_traits(t).quantized()) return FixedGrid{float_grid(w, t), {}, 1};
+    if (!ggml_traits(t).quantized()) return GridConstraint::kept(float_grid(w, t));
     std::vector<float> imp;
     if (options.importance) imp = ggml_importance(h);
     QuantizedBlocks qb = choose_block_scales(w, t, imp.empty() ? nullptr : imp.data());
     const SubScaleRange range = ggml_sub_scale_range(t);
-    FixedGrid g{qb.to_grid(), qb.group_sub_scales(), static_cast<int>(qb.groups_per_block()),
-                range.lo, range.hi};
+    GridConstraint g =
+        GridConstraint::ggml_block(qb.to_grid(), qb.group_sub_scales(),
+                                   static_cast<int>(qb.groups_per_block()), range.lo, range.hi);
     qb.codes = {};  // the solver's codes replace the rule's own
     pending[{layer, static_cast<int>(l)}] = std::move(qb);
     return g;

@@ -88,17 +88,9 @@ LinearResult solve_linear(int layer, Linear l, BlockWeights& block, const Matrix
   }
   const Matrix& h = transform ? h_rotated : h_in;
   SolverOptions so = options.solver;
-  std::optional<FixedGrid> fixed;
-  if (options.choose_grid) fixed = options.choose_grid(layer, l, w, h);
-  if (fixed) {
-    so.fixed_grid = &fixed->grid;
-    if (!fixed->sub_scale.empty()) {
-      so.fixed_sub_scale = fixed->sub_scale.data();
-      so.fixed_block_groups = fixed->block_groups;
-      so.fixed_sub_lo = fixed->sub_lo;
-      so.fixed_sub_hi = fixed->sub_hi;
-    }
-  }
+  std::optional<GridConstraint> constraint;
+  if (options.choose_grid) constraint = options.choose_grid(layer, l, w, h);
+  if (constraint) so.constraint = &*constraint;
   SolveResult r = solve_layer(w, h, options.method, so);
   LinearResult out;
   out.layer = layer;

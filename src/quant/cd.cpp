@@ -1,5 +1,5 @@
 // Coordinate-descent refinement driver (refine_codes), greedy CD, the damped Hessian and the
-// CD-family entry point of solve_layer.
+// refinement stage of the method registry (refine_cd).
 #include "quant/cd.hpp"
 
 #include <omp.h>
@@ -13,6 +13,7 @@
 #include "quant/cd_impl.hpp"
 #include "quant/gptq.hpp"
 #include "quant/hessian.hpp"
+#include "quant/method_stages.hpp"
 
 namespace cdq {
 
@@ -195,9 +196,9 @@ CdStats refine_codes(const Matrix& w, const Matrix& h, Grid& grid, std::vector<u
                   options.rescale_rounds,
                   options.shift_zero && grid.n_groups == 1,
                   options.sub_scale,
-                  std::max(1, options.block_groups),
-                  options.sub_lo,
-                  options.sub_hi};
+                  std::max(1, options.constraint ? options.constraint->block_groups : 1),
+                  options.constraint ? options.constraint->sub_lo : 1,
+                  options.constraint ? options.constraint->sub_hi : 1};
   }
 
   std::vector<int64_t> moves(static_cast<size_t>(d_out), 0);
@@ -274,94 +275,44 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-CdKind kind_of(Method m) {
-  switch (m) {
-    case Method::Bcd:
-    case Method::OwcBcd:
-      return CdKind::Block;
-    case Method::Cyclic:
-      return CdKind::Cyclic;
-    default:
-      return CdKind::Greedy;
-  }
-}
-
-// The gradient from GPTQ's factors (gptq_gradient) carries the float rounding of W, about
-// 2^bits times smaller than the quantization error e: fine up to 6 bits (~1e-6 of e), too
-// coarse for 8-bit grids (~3e-5 measured), which take the full product instead.
-bool gradient_from_gptq(const SolverOptions& options) {
-  const int maxq = options.fixed_grid ? options.fixed_grid->maxq : options.grid.maxq();
-  return maxq <= 63;
-}
-
-// The starting point: grid and codes of Rtn, Owc or Gptq. Returns the damping in use (GPTQ
-// may have raised it), so that CD minimises the very objective GPTQ did. A GPTQ start keeps
-// its factors in `gptq`, from which the refinement gets its gradient.
-double start_point(const Matrix& w, const Matrix& h, Method init, const SolverOptions& options,
-                   SolveResult& res, GptqResult& gptq) {
-  switch (init) {
-    case Method::Rtn:
-    case Method::Owc: {
-      GridSpec spec = options.grid;
-      if (init == Method::Owc) spec.search = ScaleSearch::Owc;
-      res.grid = options.fixed_grid ? *options.fixed_grid : fit_grid(w, spec, &h);
-      res.codes = round_to_grid(res.grid, w);
-      return options.percdamp;
-    }
-    case Method::Gptq: {
-      gptq = gptq_quantize(w, h, options, gradient_from_gptq(options));
-      res.grid = std::move(gptq.grid);
-      res.codes = std::move(gptq.codes);
-      res.notes.insert(res.notes.end(), gptq.notes.begin(), gptq.notes.end());
-      return gptq.percdamp;
-    }
-    default:
-      fail("cd_init must be rtn, owc or gptq, got '{}'", method_name(init));
-  }
-}
-
 }  // namespace
 
-void solve_cd_family(const Matrix& w, const Matrix& h, Method method, const SolverOptions& options,
-                     SolveResult& res) {
-  const bool owc = method == Method::OwcCd || method == Method::OwcBcd;
-  GptqResult gptq;
-  const double percdamp =
-      start_point(w, h, owc ? Method::Owc : options.cd_init, options, res, gptq);
-
+void refine_cd(CdKind kind, const Matrix& w, const Matrix& h, const SolverOptions& options,
+               SolveResult& res, StageState& state) {
   const auto t0 = std::chrono::steady_clock::now();
-  const PreparedHessian ph = prepare_hessian(h, percdamp);
+  const PreparedHessian ph = prepare_hessian(h, state.percdamp);
   Matrix w_live;
   if (ph.dead_count() > 0) {
     w_live = w;
     zero_dead_columns(w_live, ph);
   }
   CdOptions co;
-  co.kind = kind_of(method);
+  co.kind = kind;
   co.budget = options.cd_budget;
   co.block = options.bcd_block;
   co.sweeps = options.cyclic_sweeps;
   co.warm_sweeps = options.cd_warm_sweeps;
   co.threads = options.threads;
   std::vector<float> g0;
-  if (gptq.u.rows > 0) {
-    g0 = gptq_gradient(gptq, cdk::padded(w.cols));
+  if (state.gptq.u.rows > 0) {
+    g0 = gptq_gradient(state.gptq, cdk::padded(w.cols));
     co.initial_gradient = &g0;
   }
   // A fixed grid (GGUF block scales, or a caller's) is kept, codes only, unless the format's
-  // fp16 block multipliers d are given; its zero points and biases never move.
-  const bool fixed = options.fixed_grid != nullptr;
-  const bool free_d = fixed && options.fixed_sub_scale != nullptr;
+  // fp16 block multipliers d are free (GridConstraint); its zero points and biases never move.
+  const bool fixed = options.fixed_grid() != nullptr;
+  const bool free_d = fixed && options.constraint->free_multipliers();
   co.rescale_rounds = !fixed || free_d ? options.cd_rescale_rounds : 0;
   co.shift_zero = !fixed && !options.grid.symmetric;
   co.fp16_scales = fixed ? free_d : options.grid.fp16_scales;
   if (free_d) {
     const auto n_scales = static_cast<size_t>(res.grid.d_out * res.grid.n_groups);
-    res.sub_scale.assign(options.fixed_sub_scale, options.fixed_sub_scale + n_scales);
+    CDQ_CHECK(options.constraint->sub_scale.size() == n_scales,
+              "grid constraint: {} sub-scales for a grid of {} scales",
+              options.constraint->sub_scale.size(), n_scales);
+    res.sub_scale = options.constraint->sub_scale;
+    co.constraint = options.constraint;
     co.sub_scale = res.sub_scale.data();
-    co.block_groups = options.fixed_block_groups;
-    co.sub_lo = options.fixed_sub_lo;
-    co.sub_hi = options.fixed_sub_hi;
   }
   const CdStats st = refine_codes(ph.dead_count() > 0 ? w_live : w, ph.h, res.grid, res.codes, co);
   res.seconds_refine = seconds_since(t0);

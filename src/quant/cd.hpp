@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cdquant/grid.hpp>
+#include <cdquant/grid_constraint.hpp>
 #include <cdquant/matrix.hpp>
 #include <cdquant/solver.hpp>
 #include <cstdint>
@@ -36,13 +37,12 @@ struct CdOptions {
   // many times, stopping early when no scale moves. Needs an integer grid. 0: codes only.
   int rescale_rounds = 0;
   bool fp16_scales = false;  // refitted scales are rounded to fp16 (formats that store fp16)
-  // Scales stored as d * sub_scale[r, k] with one fp16 d per block_groups consecutive groups
-  // of a row (ggml block types; biases of scale/bias grids stay): the refit moves each d, and
-  // the grid need not be an integer grid. Null: every group scale is free.
-  // The sub-scales themselves move within sub_lo..sub_hi (written back; lo == hi: fixed).
-  int16_t* sub_scale = nullptr;  // [d_out, n_groups]
-  int block_groups = 1;
-  int sub_lo = 1, sub_hi = 1;
+  // A fixed grid whose scales are d * sub_scale (GridConstraint::free_multipliers(): ggml
+  // block types; biases of scale/bias grids stay): the refit moves each d and the sub-scales
+  // within the constraint's range, and the grid need not be an integer grid. Null: every group
+  // scale is free. sub_scale: the constraint's sub-scales, refitted in place [d_out, n_groups].
+  const GridConstraint* constraint = nullptr;
+  int16_t* sub_scale = nullptr;
   // With rescale_rounds > 0 on a per-channel grid: also try zero point -1 and +1 per row (the
   // codes shift along, so only codes clamped at the ends change value), refit and descend
   // again, and keep what lowers the row objective. Off for symmetric grids (zero is fixed).
@@ -84,10 +84,5 @@ CdStats refine_codes(const Matrix& w, const Matrix& h, Grid& grid, std::vector<u
 // (largest |H_ij| / sqrt(H_ii H_jj), ties to the lower index): BCD's block around seed i is
 // {i} + partners. Returns [d_in, k - 1].
 std::vector<int32_t> bcd_partners(const Matrix& h, int k);
-
-// Solve a CD-family method: start (options.cd_init, or OWC for OwcCd/OwcBcd), then refine.
-// Fills grid, codes, convergence, moves_per_row, seconds_refine and notes of `res`.
-void solve_cd_family(const Matrix& w, const Matrix& h, Method method, const SolverOptions& options,
-                     SolveResult& res);
 
 }  // namespace cdq

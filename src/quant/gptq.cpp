@@ -124,7 +124,7 @@ GptqResult gptq_quantize(const Matrix& w, const Matrix& h, const SolverOptions& 
             h.cols);
   CDQ_CHECK(opt.gptq_block > 0, "GPTQ block size must be positive, got {}", opt.gptq_block);
   const GridSpec& spec = opt.grid;
-  const bool fixed = opt.fixed_grid != nullptr;
+  const bool fixed = opt.fixed_grid() != nullptr;
   const bool grouped = !fixed && spec.group_size > 0;
   const bool dynamic = grouped && !opt.static_groups;
 
@@ -133,7 +133,7 @@ GptqResult gptq_quantize(const Matrix& w, const Matrix& h, const SolverOptions& 
   Matrix wd = w;
   zero_dead_columns(wd, ph);
   if (fixed) {
-    const Grid& fg = *opt.fixed_grid;
+    const Grid& fg = *opt.fixed_grid();
     CDQ_CHECK(fg.d_out == m && fg.d_in == n && fg.maxq <= 255,
               "fixed grid is for [{}, {}] with maxq {}, W is [{}, {}]", fg.d_out, fg.d_in, fg.maxq,
               m, n);

@@ -24,7 +24,7 @@ struct GptqResult {
   Matrix u;    // [d_in, d_in]
 };
 
-// Quantizes W [d_out, d_in] with H [d_in, d_in] using options.grid (or options.fixed_grid:
+// Quantizes W [d_out, d_in] with H [d_in, d_in] using options.grid (or options.fixed_grid():
 // codes only), options.percdamp, gptq_block, act_order, static_groups and threads.
 // Reference details kept on purpose:
 // - per-channel scales are fitted on W before the dead-column fix (as the reference), groups

@@ -1,48 +1,20 @@
-// solve_layer: validation, dispatch to the method, and the true objective.
+// solve_layer: validation, dispatch through the method's registry row, and the true objective.
 #include <cdquant/linalg.hpp>
 #include <cdquant/solver.hpp>
 #include <chrono>
 #include <cmath>
 
-#include "quant/cd.hpp"
-#include "quant/gptq.hpp"
+#include "quant/method_stages.hpp"
 
 namespace cdq {
 
 namespace {
-
-struct MethodName {
-  Method method;
-  const char* name;
-};
-constexpr MethodName kMethodNames[] = {
-    {Method::Rtn, "rtn"},      {Method::Owc, "owc"},        {Method::Gptq, "gptq"},
-    {Method::Cd, "cd"},        {Method::Bcd, "bcd"},        {Method::Cyclic, "cyclic"},
-    {Method::OwcCd, "owc-cd"}, {Method::OwcBcd, "owc-bcd"},
-};
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 }  // namespace
-
-Method parse_method(std::string_view name) {
-  for (const auto& m : kMethodNames)
-    if (name == m.name) return m.method;
-  fail("unknown method '{}' (expected rtn, owc, gptq, cd, bcd, cyclic, owc-cd or owc-bcd)", name);
-}
-
-const char* method_name(Method m) {
-  for (const auto& e : kMethodNames)
-    if (e.method == m) return e.name;
-  return "?";
-}
-
-bool is_cd_family(Method m) {
-  return m == Method::Cd || m == Method::Bcd || m == Method::Cyclic || m == Method::OwcCd ||
-         m == Method::OwcBcd;
-}
 
 void validate_layer_problem(const Matrix& w, const Matrix& h) {
   CDQ_CHECK(w.rows > 0 && w.cols > 0, "W is empty ({}x{})", w.rows, w.cols);
@@ -107,35 +79,13 @@ SolveResult solve_layer(const Matrix& w, const Matrix& h, Method method,
   const auto t0 = std::chrono::steady_clock::now();
   SolveResult res;
   res.method = method;
-  switch (method) {
-    case Method::Rtn:
-      res.grid = options.fixed_grid ? *options.fixed_grid : fit_grid(w, options.grid, &h);
-      res.codes = round_to_grid(res.grid, w);
-      break;
-    case Method::Owc: {  // RTN on the OWC grid
-      GridSpec spec = options.grid;
-      spec.search = ScaleSearch::Owc;
-      res.grid = options.fixed_grid ? *options.fixed_grid : fit_grid(w, spec, &h);
-      res.codes = round_to_grid(res.grid, w);
-      break;
-    }
-    case Method::Gptq: {
-      GptqResult g = gptq_quantize(w, h, options);
-      res.grid = std::move(g.grid);
-      res.codes = std::move(g.codes);
-      res.notes.insert(res.notes.end(), g.notes.begin(), g.notes.end());
-      break;
-    }
-    case Method::Cd:
-    case Method::Bcd:
-    case Method::Cyclic:
-    case Method::OwcCd:
-    case Method::OwcBcd:
-      solve_cd_family(w, h, method, options, res);
-      break;
-    default:
-      fail("method '{}' is not implemented yet", method_name(method));
-  }
+  const MethodInfo& m = method.info();
+  const GridKind kind = options.constraint ? options.constraint->kind : GridKind::Free;
+  CDQ_CHECK(supports(method, kind), "method '{}' cannot solve under this grid constraint", m.name);
+  StageState state;
+  state.refined = m.refinement != nullptr;
+  start_of(method, options).info().start(w, h, options, res, state);
+  if (m.refinement != nullptr) m.refinement->run(w, h, options, res, state);
   res.q = dequantize(res.grid, res.codes);
   res.seconds = seconds_since(t0);
   res.objective = layer_objective(w, res.q, h);

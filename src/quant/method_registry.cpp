@@ -1,0 +1,158 @@
+// The method registry (method.hpp): one row per method. The only file that names methods.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cdquant/error.hpp>
+#include <cdquant/method.hpp>
+
+#include "quant/method_stages.hpp"
+
+namespace cdq {
+
+namespace {
+
+// Refinements: each can follow any start.
+void greedy_cd(const Matrix& w, const Matrix& h, const SolverOptions& o, SolveResult& res,
+               StageState& st) {
+  refine_cd(CdKind::Greedy, w, h, o, res, st);
+}
+void block_cd(const Matrix& w, const Matrix& h, const SolverOptions& o, SolveResult& res,
+              StageState& st) {
+  refine_cd(CdKind::Block, w, h, o, res, st);
+}
+void cyclic_cd(const Matrix& w, const Matrix& h, const SolverOptions& o, SolveResult& res,
+               StageState& st) {
+  refine_cd(CdKind::Cyclic, w, h, o, res, st);
+}
+
+constexpr Refinement kGreedy{"greedy CD", greedy_cd};
+constexpr Refinement kBlock{"block CD", block_cd};
+constexpr Refinement kCyclic{"cyclic CD", cyclic_cd};
+
+constexpr StartFn kCdInit = nullptr;  // the start options.cd_init names (--cd-init)
+constexpr unsigned kAll = kFreeAndBlockGrids;
+
+// The table. A start alone (no refinement) is also a valid --cd-init value.
+constexpr MethodInfo kMethods[] = {
+    {"rtn", "round to nearest on the --scales grid", start_rtn, nullptr, HessianUse::ScaleSearch,
+     kAll},
+    {"owc", "round to nearest on the H-weighted OWC grid (optimal weight clipping)", start_owc,
+     nullptr, HessianUse::Always, kAll},
+    {"gptq", "GPTQ: columns rounded in turn, the error spread over the rest through H^-1",
+     start_gptq, nullptr, HessianUse::Always, kAll},
+    {"cd", "greedy coordinate descent from the --cd-init start", kCdInit, &kGreedy,
+     HessianUse::Always, kAll},
+    {"bcd", "block coordinate descent (--bcd-block coordinates per step) from --cd-init", kCdInit,
+     &kBlock, HessianUse::Always, kAll},
+    {"cyclic", "cyclic coordinate descent (passes over the coordinates) from --cd-init", kCdInit,
+     &kCyclic, HessianUse::Always, kAll},
+    {"owc-cd", "greedy coordinate descent from the OWC codes", start_owc, &kGreedy,
+     HessianUse::Always, kAll},
+    {"owc-bcd", "block coordinate descent from the OWC codes", start_owc, &kBlock,
+     HessianUse::Always, kAll},
+};
+
+// The defaults of the front ends (method.hpp).
+constexpr std::string_view kDefaultMethod = "cd";
+constexpr std::string_view kDefaultStart = "gptq";
+constexpr std::string_view kDefaultComparison[] = {"rtn", "gptq", "cd"};
+
+const MethodInfo* find(std::string_view name) {
+  for (const MethodInfo& m : kMethods)
+    if (m.name == name) return &m;
+  return nullptr;
+}
+
+}  // namespace
+
+const MethodInfo& Method::info() const {
+  CDQ_CHECK(row_ != nullptr, "no method given (expected {})", method_list(method_names()));
+  return *row_;
+}
+
+std::span<const MethodInfo> method_table() {
+  return kMethods;
+}
+
+Method parse_method(std::string_view name) {
+  const MethodInfo* m = find(name);
+  if (m == nullptr) fail("unknown method '{}' (expected {})", name, method_list(method_names()));
+  return Method(*m);
+}
+
+std::vector<std::string> method_names() {
+  std::vector<std::string> out;
+  for (const MethodInfo& m : kMethods) out.emplace_back(m.name);
+  return out;
+}
+
+std::vector<std::string> start_names() {
+  std::vector<std::string> out;
+  for (const MethodInfo& m : kMethods)
+    if (m.is_start()) out.emplace_back(m.name);
+  return out;
+}
+
+std::string method_help() {
+  size_t width = 0;
+  for (const MethodInfo& m : kMethods) width = std::max(width, m.name.size());
+  std::string out;
+  for (const MethodInfo& m : kMethods)
+    out += fmt::format("{}{:<{}} — {}", out.empty() ? "" : "\n", m.name, width, m.description);
+  return out;
+}
+
+std::string method_list(const std::vector<std::string>& names) {
+  std::string out;
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (i > 0) out += i + 1 == names.size() ? " or " : ", ";
+    out += names[i];
+  }
+  return out;
+}
+
+Method start_of(Method method, const SolverOptions& options) {
+  const MethodInfo& m = method.info();
+  if (m.start == nullptr) {
+    CDQ_CHECK(!options.cd_init.empty() && options.cd_init.info().is_start(),
+              "cd_init must be {}, got '{}'", method_list(start_names()), options.cd_init.name());
+    return options.cd_init;
+  }
+  for (const MethodInfo& s : kMethods)
+    if (s.is_start() && s.start == m.start) return Method(s);
+  fail("method '{}' starts from a start that has no row of its own", m.name);
+}
+
+bool needs_hessian(Method method, const SolverOptions& options) {
+  switch (method.info().hessian) {
+    case HessianUse::Always:
+      return true;
+    case HessianUse::ScaleSearch:  // a fixed grid is not searched
+      return options.grid.search == ScaleSearch::Owc && options.fixed_grid() == nullptr;
+    case HessianUse::Never:
+      return false;
+  }
+  return true;
+}
+
+bool supports(Method method, GridKind kind) {
+  return (method.info().grids & grid_bit(kind)) != 0;
+}
+
+Method default_method() {
+  static const Method m = parse_method(kDefaultMethod);
+  return m;
+}
+
+Method default_start() {
+  static const Method m = parse_method(kDefaultStart);
+  return m;
+}
+
+std::vector<Method> default_comparison() {
+  std::vector<Method> out;
+  for (std::string_view name : kDefaultComparison) out.push_back(parse_method(name));
+  return out;
+}
+
+}  // namespace cdq
