@@ -32,13 +32,13 @@ double sum_squares(const float* x, int64_t n) {
 }
 
 // One block of one row: buf [h] holds the (zero-padded) weights on entry, u on exit.
-float quantize_block(float* buf, int64_t h, const NormalGrid& grid, uint8_t* codes) {
+float quantize_block(float* buf, int64_t h, const GridSearch& search, int dim, uint8_t* codes) {
   const double norm = std::sqrt(sum_squares(buf, h));
   const float s = to_fp16_value(static_cast<float>(norm / std::sqrt(static_cast<double>(h))));
   fwht(std::span<float>(buf, static_cast<size_t>(h)));
   const float inv = norm > 0.0 ? static_cast<float>(1.0 / norm) : 0.0f;  // zero block: u = 0
   for (int64_t i = 0; i < h; ++i) buf[i] *= inv;
-  nearest_points(grid, buf, h / grid.dim, codes);
+  search.nearest(buf, h / dim, codes);
   return s;
 }
 
@@ -78,6 +78,7 @@ HiggsCodes higgs_quantize(const Matrix& w, const HiggsSpec& spec) {
   q.dim = spec.dim;
   q.codes.resize(static_cast<size_t>(q.d_out * q.codes_per_row()));
   q.scales.resize(static_cast<size_t>(q.d_out * q.n_blocks));
+  const GridSearch search(grid);  // built once, shared read-only by the threads
 #pragma omp parallel
   {
     std::vector<float> buf(static_cast<size_t>(q.h));  // [h] one block
@@ -88,7 +89,7 @@ HiggsCodes higgs_quantize(const Matrix& w, const HiggsSpec& spec) {
         std::fill(std::copy_n(w.row(r) + c0, n, buf.begin()), buf.end(), 0.0f);
         uint8_t* codes = q.codes.data() + r * q.codes_per_row() + c0 / q.dim;
         q.scales[static_cast<size_t>(r * q.n_blocks + b)] =
-            quantize_block(buf.data(), q.h, grid, codes);
+            quantize_block(buf.data(), q.h, search, q.dim, codes);
       }
   }
   return q;

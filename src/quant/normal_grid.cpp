@@ -40,10 +40,8 @@ void check_bits_dim(int bits, int dim) {
             bits, dim);
 }
 
-// Points as structure of arrays for the search: 2 g and |g|^2.
-struct SearchPoints {
-  std::vector<float> gx, gy, norm2;  // [k]
-};
+using SearchPoints = GridSearch::Points;
+using CellIndex = GridSearch::Cells;
 
 SearchPoints search_points(const NormalGrid& grid) {
   SearchPoints s;
@@ -105,12 +103,6 @@ void assign_range(const SearchPoints& s, int dim, const float* u, int64_t n, Cod
 // cell, the points that can be nearest to some location in it (distance to the cell not above
 // the smallest farthest-corner distance of any point, with a little slack so float rounding of
 // the scores cannot drop the winner). Vectors outside the box fall back to the full search.
-struct CellIndex {
-  float lo = 0.0f, inv_cell = 0.0f;
-  int cells = 0;               // per axis
-  std::vector<int32_t> start;  // [cells^2 + 1]
-  std::vector<int32_t> cand;   // candidate point indices, ascending per cell
-};
 
 constexpr int kCells = 32;
 constexpr float kBox = 4.5f;  // N(0, 1) entries beyond 4.5 are rare: they take the full search
@@ -175,15 +167,6 @@ int32_t nearest_indexed(const SearchPoints& s, const CellIndex& ix, float x, flo
 // Points above which the 2-D search prunes with a CellIndex instead of scanning all points.
 constexpr int64_t kIndexedPoints = 64;
 
-// Codes of n vectors u [n, dim]: pruned search for large 2-D grids, else the tile scan.
-template <typename Code>
-void assign_any(const NormalGrid& g, const SearchPoints& s, const CellIndex* ix, const float* u,
-                int64_t n, Code* codes) {
-  if (ix == nullptr) return assign_range(s, g.dim, u, n, codes);
-  for (int64_t i = 0; i < n; ++i)
-    codes[i] = static_cast<Code>(nearest_indexed(s, *ix, u[2 * i], u[2 * i + 1]));
-}
-
 std::vector<float> gaussian_samples(int64_t n, int dim, uint64_t seed) {
   Rng rng(seed);
   std::vector<float> x(static_cast<size_t>(n * dim));  // [n, dim]
@@ -230,9 +213,7 @@ constexpr int64_t kChunk =
 // Per-chunk sums of assigned vectors, counts and squared errors: partial [chunks, k, dim + 1].
 double accumulate_chunks(const NormalGrid& g, const std::vector<float>& x, int64_t n,
                          std::vector<double>& partial, std::vector<double>& chunk_err) {
-  const SearchPoints s = search_points(g);
-  const bool indexed = g.dim == 2 && g.n_points() >= kIndexedPoints;
-  const CellIndex ix = indexed ? build_index(g) : CellIndex{};
+  const GridSearch search(g);
   const int dim = g.dim;
   const int64_t k = g.n_points(), chunks = (n + kChunk - 1) / kChunk;
   std::fill(partial.begin(), partial.end(), 0.0);
@@ -240,7 +221,7 @@ double accumulate_chunks(const NormalGrid& g, const std::vector<float>& x, int64
   for (int64_t ch = 0; ch < chunks; ++ch) {
     int32_t codes[kChunk];
     const int64_t b = ch * kChunk, m = std::min(kChunk, n - b);
-    assign_any(g, s, indexed ? &ix : nullptr, x.data() + b * dim, m, codes);
+    search.nearest(x.data() + b * dim, m, codes);
     double* acc = partial.data() + ch * k * (dim + 1);
     double err = 0.0;
     for (int64_t i = 0; i < m; ++i) {
@@ -401,14 +382,32 @@ int32_t nearest_point(const NormalGrid& grid, const float* u) {
   return arg;
 }
 
+GridSearch::GridSearch(const NormalGrid& grid)
+    : dim_(grid.dim),
+      points_(search_points(grid)),
+      indexed_(grid.dim == 2 && grid.n_points() >= kIndexedPoints) {
+  if (indexed_) cells_ = build_index(grid);
+}
+
+template <typename Code>
+void GridSearch::run(const float* u, int64_t n, Code* codes) const {
+  if (!indexed_) return assign_range(points_, dim_, u, n, codes);
+  for (int64_t i = 0; i < n; ++i)
+    codes[i] = static_cast<Code>(nearest_indexed(points_, cells_, u[2 * i], u[2 * i + 1]));
+}
+
+void GridSearch::nearest(const float* u, int64_t n, uint8_t* codes) const {
+  CDQ_CHECK(points_.gx.size() <= 256, "codes of a {}-point grid do not fit a byte",
+            points_.gx.size());
+  run(u, n, codes);
+}
+
+void GridSearch::nearest(const float* u, int64_t n, int32_t* codes) const {
+  run(u, n, codes);
+}
+
 void nearest_points(const NormalGrid& grid, const float* u, int64_t n, uint8_t* codes) {
-  CDQ_CHECK(grid.n_points() <= 256, "codes of a {}-point grid do not fit a byte", grid.n_points());
-  const SearchPoints s = search_points(grid);
-  if (grid.dim == 2 && grid.n_points() >= kIndexedPoints && n >= 4 * kCells * kCells) {
-    const CellIndex ix = build_index(grid);  // pays off only over enough vectors
-    return assign_any(grid, s, &ix, u, n, codes);
-  }
-  assign_range(s, grid.dim, u, n, codes);
+  GridSearch(grid).nearest(u, n, codes);
 }
 
 double sampled_mse(const NormalGrid& grid, int64_t n, uint64_t seed) {

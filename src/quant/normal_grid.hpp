@@ -59,7 +59,41 @@ const NormalGrid& normal_grid(int bits, int dim);
 // Index of the point g maximising 2 u.g - |g|^2 (the nearest point; ties to the lowest index).
 int32_t nearest_point(const NormalGrid& grid, const float* u);
 
-// Nearest point of each of n vectors u [n, dim] (row-major) into codes [n].
+// The same search prepared once per grid: 2 g and |g|^2 as arrays (scanned by tiles of
+// vectors, which vectorises), and for 2-D grids of >= 64 points an exact cell index that
+// limits each vector to the points that can be nearest in its cell. Queries are const,
+// thread-safe and allocate nothing.
+class GridSearch {
+ public:
+  explicit GridSearch(const NormalGrid& grid);
+
+  // Nearest point of each of n vectors u [n, dim] (row-major) into codes [n].
+  void nearest(const float* u, int64_t n, uint8_t* codes) const;
+  void nearest(const float* u, int64_t n, int32_t* codes) const;
+
+  // Implementation details, public so the search kernels can take them.
+  struct Points {
+    std::vector<float> gx, gy, norm2;  // [k] 2 g_x, 2 g_y (0 for dim 1), |g|^2
+  };
+  struct Cells {
+    float lo = 0.0f, inv_cell = 0.0f;
+    int cells = 0;               // per axis
+    std::vector<int32_t> start;  // [cells^2 + 1]
+    std::vector<int32_t> cand;   // candidate point indices, ascending per cell
+  };
+
+ private:
+  template <typename Code>
+  void run(const float* u, int64_t n, Code* codes) const;
+
+  int dim_ = 1;
+  Points points_;
+  bool indexed_ = false;
+  Cells cells_;
+};
+
+// Nearest point of each of n vectors u [n, dim] (row-major) into codes [n]; builds a
+// GridSearch per call (build one and reuse it for many calls).
 void nearest_points(const NormalGrid& grid, const float* u, int64_t n, uint8_t* codes);
 
 // Mean squared error per dimension of the grid on n fresh N(0, I) vectors from seed.
