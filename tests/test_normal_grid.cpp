@@ -136,20 +136,27 @@ TEST(NormalGrid, FitIsDeterministicUnderItsSeedAndCached) {
 }
 
 TEST(NormalGrid, NearestPointsAgreesWithScalarSearch) {
-  const NormalGrid& g = normal_grid(4, 2);
+  // 16 points: tile scan; 64 and 256: cell index. Up to +-6: the far vectors fall outside the
+  // index's box and take the full scan.
   std::vector<float> u(2 * 1000);
-  for (size_t i = 0; i < u.size(); ++i) u[i] = static_cast<float>(std::sin(0.37 * i) * 3.0);
-  std::vector<uint8_t> codes(1000);
-  nearest_points(g, u.data(), 1000, codes.data());
-  for (int64_t i = 0; i < 1000; ++i) {
-    const int32_t k = nearest_point(g, u.data() + 2 * i);
-    if (codes[static_cast<size_t>(i)] == k) continue;
-    // Two code paths may round a near-tie differently: then both points are equally near.
-    auto d2 = [&](int32_t p) {
+  for (size_t i = 0; i < u.size(); ++i) u[i] = static_cast<float>(std::sin(0.37 * i) * 6.0);
+  for (int bits : {2, 3, 4}) {
+    const NormalGrid& g = normal_grid(bits, 2);
+    std::vector<uint8_t> codes(1000);
+    nearest_points(g, u.data(), 1000, codes.data());
+    auto d2 = [&](int64_t i, int32_t p) {
       const float* q = g.point(p);
       return std::pow(u[2 * i] - q[0], 2.0) + std::pow(u[2 * i + 1] - q[1], 2.0);
     };
-    EXPECT_NEAR(d2(codes[static_cast<size_t>(i)]), d2(k), 1e-5);
+    for (int64_t i = 0; i < 1000; ++i) {
+      const int32_t k = nearest_point(g, u.data() + 2 * i);
+      // Two code paths may round a near-tie differently: then both points are equally near.
+      if (codes[static_cast<size_t>(i)] != k) {
+        EXPECT_NEAR(d2(i, codes[static_cast<size_t>(i)]), d2(i, k), 1e-5) << bits << " " << i;
+      }
+      for (int32_t p = 0; p < g.n_points(); ++p)  // and it is the nearest of all points
+        ASSERT_LE(d2(i, k), d2(i, p) + 1e-5);
+    }
   }
 }
 
