@@ -188,6 +188,23 @@ TEST(Hqq, PerChannelAnyBitsAndFlatGroups) {
   EXPECT_THROW(hqq_quantize(w, spec_of(9, 0)), Error);
 }
 
+// The scale refit is cdquant's extension. Measured on 256 x 1024 layers: 1-3% lower weight MSE
+// at 3-4 bits in groups of 32-128, but up to 45% higher at 2 bits on Student-t(3) weights, so
+// it stays off by default; this checks only the case where it was measured to help.
+TEST(Hqq, ScaleRefitIsAValidGridAndHelpsAtFourBitsInSmallGroups) {
+  for (double dof : {0.0, 5.0}) {
+    const Matrix w = weights(64, 1024, 7, dof);
+    HqqSpec spec = spec_of(4, 32);
+    const HqqResult zero_only = hqq_quantize(w, spec);
+    spec.optimize_scale = true;
+    const HqqResult both = hqq_quantize(w, spec);
+    for (float s : both.grid.scale) ASSERT_TRUE(s > 0.0f && std::isfinite(s));
+    EXPECT_NE(both.grid.scale, zero_only.grid.scale);
+    EXPECT_LT(both.trace.final_lp_error, zero_only.trace.final_lp_error) << dof;
+    EXPECT_LE(both.trace.final_mean_abs_error, both.trace.mean_abs_error.front());
+  }
+}
+
 TEST(Hqq, Deterministic) {
   const Matrix w = weights(32, 512, 13, 3.0);
   const HqqResult a = hqq_quantize(w, spec_of(3, 64)), b = hqq_quantize(w, spec_of(3, 64));

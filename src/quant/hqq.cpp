@@ -33,12 +33,34 @@ struct GroupSums {
   double lp = 0.0, abs = 0.0;
 };
 
-// One HQQ step on one group of n weights at inverse scale s: the errors of zero point z, and
-// the next zero point in z_next.
+// The group's quantities of one step: v = W - We (the weights the split pulls towards) and Wq.
+struct SplitSums {
+  double v = 0.0, vv = 0.0, vq = 0.0, q = 0.0, z = 0.0;  // sums of v, v^2, v Wq, Wq, Wq - v s
+};
+
+// Next (s, z) of a group from its split sums: HQQ's z = mean(Wq - v s) with s kept, or
+// (optimize_scale) the least-squares fit Wq ~ s v + z of both, keeping s where that fit is
+// degenerate or not positive.
+void next_params(const SplitSums& t, int64_t n, bool optimize_scale, float& s, float& z) {
+  const auto m = static_cast<double>(n);
+  if (optimize_scale) {
+    const double den = m * t.vv - t.v * t.v;
+    const double fit = den > 0.0 ? (m * t.vq - t.v * t.q) / den : 0.0;
+    if (fit > 0.0 && std::isfinite(fit)) {
+      s = static_cast<float>(fit);
+      z = static_cast<float>((t.q - fit * t.v) / m);
+      return;
+    }
+  }
+  z = static_cast<float>(t.z / m);
+}
+
+// One HQQ step on one group of n weights at inverse scale s and zero z: the errors of (s, z),
+// and the next parameters in s_next, z_next.
 GroupSums hqq_group_step(const float* w, int64_t n, float s, float z, float maxq, float p,
-                         float beta, float& z_next) {
+                         float beta, bool optimize_scale, float& s_next, float& z_next) {
   GroupSums sums;
-  double zsum = 0.0;
+  SplitSums t;
   for (int64_t i = 0; i < n; ++i) {
     const float wq = std::clamp(std::nearbyint(w[i] * s + z), 0.0f, maxq);
     const float e = w[i] - (wq - z) / s;
@@ -47,10 +69,15 @@ GroupSums hqq_group_step(const float* w, int64_t n, float s, float z, float maxq
     sums.lp += std::pow(static_cast<double>(a), static_cast<double>(p));
     // HQQ's shrinkage (the proximal step of the lp term), with its 1e-8 guard at e = 0.
     const float shrunk = std::max(a - std::pow(a + 1e-8f, p - 1.0f) / beta, 0.0f);
-    const float we = std::copysign(shrunk, e) * (e != 0.0f);
-    zsum += wq - (w[i] - we) * s;
+    const float v = w[i] - std::copysign(shrunk, e);
+    t.z += wq - v * s;
+    t.v += v;
+    t.vv += static_cast<double>(v) * v;
+    t.vq += static_cast<double>(v) * wq;
+    t.q += wq;
   }
-  z_next = static_cast<float>(zsum / static_cast<double>(n));
+  s_next = s;
+  next_params(t, n, optimize_scale, s_next, z_next);
   return sums;
 }
 
@@ -145,7 +172,7 @@ HqqResult hqq_quantize(const Matrix& w, const HqqSpec& spec) {
       const size_t k = static_cast<size_t>(r * ng + g);
       minmax_start(w.row(r) + b, ranges.end[static_cast<size_t>(g)] - b, maxq, s[k], z[k]);
     }
-  std::vector<float> z_next(z.size()), best_z = z;
+  std::vector<float> s_next(s.size()), z_next(z.size()), best_s = s, best_z = z;
   std::vector<GroupSums> row_sums(static_cast<size_t>(w.rows));
   double beta = spec.beta, best = std::numeric_limits<double>::infinity();
   HqqTrace& tr = res.trace;
@@ -160,7 +187,8 @@ HqqResult hqq_quantize(const Matrix& w, const HqqSpec& spec) {
         const size_t k = static_cast<size_t>(r * ng + g);
         const GroupSums gs =
             hqq_group_step(w.row(r) + b, ranges.end[static_cast<size_t>(g)] - b, s[k], z[k], maxq,
-                           static_cast<float>(spec.p), static_cast<float>(beta), z_next[k]);
+                           static_cast<float>(spec.p), static_cast<float>(beta),
+                           spec.optimize_scale, s_next[k], z_next[k]);
         acc.lp += gs.lp;
         acc.abs += gs.abs;
       }
@@ -176,19 +204,28 @@ HqqResult hqq_quantize(const Matrix& w, const HqqSpec& spec) {
     const bool improved = tr.mean_abs_error.back() < best;
     if (improved) {
       best = tr.mean_abs_error.back();
+      best_s = s;
       best_z = z;
     }
     if (it == spec.iters) break;  // measured the last update; no further step
     if (spec.early_stop && !improved) {
       tr.stopped_early = true;
-      if (spec.reference_return) z = z_next;  // HQQ has already applied this update
+      if (spec.reference_return) {  // HQQ has already applied this update
+        s.swap(s_next);
+        z.swap(z_next);
+      }
       break;
     }
+    s.swap(s_next);
     z.swap(z_next);
     beta *= spec.kappa;
     ++tr.iterations;
   }
-  fill_grid(res.grid, w, ranges, s, spec.reference_return ? z : best_z, spec.integer_zero, spec.p);
+  if (!spec.reference_return) {
+    s.swap(best_s);
+    z.swap(best_z);
+  }
+  fill_grid(res.grid, w, ranges, s, z, spec.integer_zero, spec.p);
   res.codes = round_to_grid(res.grid, w);
   tr.final_lp_error = lp_error(w, res.grid, res.codes, spec.p);
   tr.final_mean_abs_error = lp_error(w, res.grid, res.codes, 1.0) / count;

@@ -2,7 +2,8 @@
 // grid per group, Wq = clamp(round(W s + z), 0, 2^b - 1), Wr = (Wq - z) / s, whose zero points
 // z are optimised for the lp error sum |W - Wr|^p (p = 0.7, robust to outliers) by
 // half-quadratic splitting; the scale s stays at its min-max start s = (2^b - 1) / (max - min)
-// (the stored scale is 1/s). Per iteration, with e = W - Wr:
+// (the stored scale is 1/s; optimize_scale also refits it, an extension). Per iteration, with e = W
+// - Wr:
 //     We = sign(e) max(|e| - |e|^(p-1) / beta, 0);  z = mean_group(Wq - (W - We) s);  beta *= kappa
 // and the loop stops early when mean|W - Wr| over the whole matrix stops falling (as HQQ, one
 // criterion for the whole tensor).
@@ -30,7 +31,10 @@ struct HqqSpec {
   double kappa = 1.01;  // beta growth per iteration
   int iters = 20;
   bool early_stop = true;     // stop when mean|W - Wr| stops falling
-  bool integer_zero = false;  // round z to an integer zero point (see above)
+  bool integer_zero = false;  // integer zero points (see above)
+  // cdquant's extension, not in HQQ: also refit the scale each iteration, as the least-squares
+  // fit of Wq ~ s (W - We) + z on the group (the same split HQQ fits z on).
+  bool optimize_scale = false;
   // Which zero points to return. false: those with the lowest mean|W - Wr| seen (the start
   // included), so the result is never worse than min-max. true: HQQ's own, the zero points of
   // the last update (computed in the iteration that failed to improve, or after the last one).
