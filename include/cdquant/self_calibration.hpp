@@ -1,0 +1,105 @@
+// Data-free calibration (LLM-QAT's recipe): the float model's own generations, sampled at
+// temperature 1 from BOS, stand in for the text it was trained on. Decoding many sequences at
+// once through a batched KV cache makes this cost seconds on the small models.
+#pragma once
+
+#include <cdquant/matrix.hpp>
+#include <cdquant/model.hpp>
+#include <cdquant/rng.hpp>
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <vector>
+
+namespace cdq {
+
+// Incremental forward pass of `batch` independent sequences, each with its own KV cache and
+// position: one step appends one token to every sequence that takes part, with the linears as
+// one matrix product over the batch ([n, dim] x W^T instead of n vector products) and the
+// attention of each sequence over its own cache. Per sequence it computes what Decoder
+// computes, to float rounding (the products differ only in summation order).
+class BatchDecoder {
+ public:
+  // A tokens[i] of kSkip leaves sequence i out of the step (finished, or not started).
+  static constexpr int kSkip = -1;
+
+  // Keeps a reference: the model must outlive the decoder. max_positions bounds the length of
+  // every sequence (0 = the model's max_seq_len); the cache is sized by it, so a caller that
+  // needs short sequences (calibration windows) pays for those only. Throws Error for
+  // batch < 1 or max_positions outside [0, max_seq_len].
+  BatchDecoder(const Model& model, int batch, int64_t max_positions = 0);
+
+  // tokens [batch]: appends tokens[i] to sequence i at position(i), for every i whose token is
+  // not kSkip, and returns the next-token logits [batch, vocab]: row i for every sequence that
+  // took part; the rows of skipped sequences are zero. Valid until the next call. Throws
+  // Error for a wrong number of tokens, an id outside the vocabulary or a sequence already at
+  // max_position(), and then leaves every sequence as it was.
+  const Matrix& step(std::span<const int> tokens);
+
+  // Row `seq` of the last step's logits [vocab].
+  std::span<const float> logits(int seq) const;
+
+  int batch() const { return batch_; }
+  int64_t position(int seq) const;  // tokens sequence `seq` holds (its next position)
+  int64_t max_position() const { return max_pos_; }
+  void reset(int seq);  // sequence `seq` restarts: its next token goes to position 0
+  void reset();         // every sequence restarts
+
+ private:
+  void attend(int64_t layer, const Matrix& q, Matrix& out) const;
+
+  const Model& model_;
+  int batch_;
+  int64_t max_pos_;
+  std::vector<int64_t> pos_;                       // [batch]
+  std::vector<float> rope_cos_;                    // [max_pos, head_dim / 2]
+  std::vector<float> rope_sin_;                    // [max_pos, head_dim / 2]
+  std::vector<std::vector<float>> keys_, values_;  // per layer [batch, n_kv_heads, head_dim,
+                                                   // max_pos]: transposed, positions contiguous
+  std::vector<int> active_;                        // sequences of the current step, in order
+  std::vector<int> active_tokens_;                 // their tokens
+  Matrix logits_;                                  // [batch, vocab]
+};
+
+// What self_calibration reports after every decoding step.
+struct SelfCalibrationProgress {
+  int64_t windows_done = 0;   // windows complete so far
+  int64_t windows_total = 0;  // nsamples
+  int64_t tokens = 0;         // tokens in all windows so far (complete or not)
+  double seconds = 0.0;       // since the call began
+};
+using SelfCalibrationCallback = std::function<void(const SelfCalibrationProgress&)>;
+
+// nsamples calibration windows of exactly seqlen tokens, each starting with BOS
+// (model.config.bos_id) like the text windows of sample_calibration_windows with prepend_bos,
+// sampled from the model itself at temperature 1 (no top-p) from BOS.
+//
+// Packing: when a sample draws EOS or BOS before the window is full, the window goes on with
+// BOS and a new sample from a fresh context (position 0), as documents are packed in training
+// data, so every window is full and contains no EOS; a BOS inside a window marks where a
+// sample begins.
+//
+// Determinism: window i draws from its own random stream (a hash of seed and i), so the same
+// seed gives the same windows whatever `batch` and the thread count are, up to a uniform draw
+// landing within float rounding of a boundary of the cumulative distribution (~1e-6 per token).
+//
+// batch: windows decoded together; 0 chooses min(nsamples, 64), fewer when their KV cache would
+// exceed 2 GiB (large models). progress, when set, is called after every decoding step (seqlen -
+// 1 steps per group of batch windows): cheap, so the caller decides how often to print.
+//
+// Throws Error for nsamples < 1, seqlen < 2 or above the model's max_seq_len, or batch < 0.
+// To save the windows as text (--save-calib), decode each with Tokenizer::decode.
+std::vector<std::vector<int>> self_calibration(const Model& model, int nsamples, int seqlen,
+                                               uint64_t seed,
+                                               const SelfCalibrationCallback& progress = {},
+                                               int batch = 0);
+
+// The batch self_calibration uses when it is given 0 (see there).
+int self_calibration_batch(const ModelConfig& config, int nsamples, int seqlen);
+
+// The random stream window `index` of self_calibration draws its tokens from (one
+// sample_token call per sampled token, in order), so a caller or a test can reproduce a window
+// with a plain Decoder.
+Rng self_calibration_rng(uint64_t seed, int64_t index);
+
+}  // namespace cdq

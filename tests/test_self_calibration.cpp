@@ -1,0 +1,274 @@
+// The batched KV-cache decoder against the one-sequence Decoder, and self-calibration windows.
+//
+// Decoder tolerance: both run in float32 and differ only in the order of summation (a matrix
+// product over the batch vs one row, the attention loops). A float sum of K terms is off by at
+// most ~K eps of the magnitudes summed, and the error passes through n_layers blocks and the
+// classifier, so we allow (n_layers + 1) * K * eps of the row's largest |logit|, K the longest
+// sum (dim, hidden_dim or the positions attended). For stories260K that is ~1e-4 relative,
+// while a wrong RoPE position or a stale cache row moves logits by O(1) of the row's scale.
+//
+// Sampled tokens: the batch changes the matrix products' shapes and so the logits' rounding;
+// a token flips only when a uniform draw lands within that rounding (~1e-6 relative) of a
+// boundary of the cumulative distribution, ~1e-6 per token, so comparing a few thousand
+// token ids exactly is safe.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cdquant/decoder.hpp>
+#include <cdquant/sampling.hpp>
+#include <cdquant/self_calibration.hpp>
+#include <cmath>
+#include <limits>
+
+#include "support/errors.hpp"
+#include "support/tiny_model.hpp"
+
+namespace cdq {
+namespace {
+
+using test::error_of;
+using ::testing::HasSubstr;
+
+double tolerance_scale(const ModelConfig& c, int64_t positions) {
+  const double k = static_cast<double>(std::max<int64_t>({c.dim, c.hidden_dim, positions}));
+  return (c.n_layers + 1) * k * std::numeric_limits<float>::epsilon();
+}
+
+// Worst |a - b| / max(1, max |b|) over a row.
+double relative_error(std::span<const float> a, std::span<const float> b) {
+  double scale = 1.0, worst = 0.0;
+  for (float x : b) scale = std::max(scale, std::abs(static_cast<double>(x)));
+  for (size_t j = 0; j < a.size(); ++j)
+    worst = std::max(worst, std::abs(static_cast<double>(a[j]) - b[j]));
+  return worst / scale;
+}
+
+// Three sequences through one BatchDecoder and three Decoders: sequence 0 runs from the first
+// step, sequence 1 joins at step 5 (skipped before), sequence 2 restarts at step 12 and is left
+// out of steps 20-24. Each step's logits of every sequence that took part must match its own
+// Decoder's; skipped rows must be zero.
+void expect_batch_matches_decoder(const Model& m, int steps, uint64_t seed) {
+  const ModelConfig& c = m.config;
+  const std::vector<int> tokens = test::random_tokens(3 * steps, c.vocab_size, seed);
+  BatchDecoder batch(m, 3);
+  std::vector<Decoder> one(3, Decoder(m));
+  const double tol = tolerance_scale(c, steps);
+  double worst = 0.0;
+  for (int t = 0; t < steps; ++t) {
+    std::vector<int> feed(3);
+    for (int s = 0; s < 3; ++s)
+      feed[static_cast<size_t>(s)] = tokens[static_cast<size_t>(3 * t + s)];
+    if (t < 5) feed[1] = BatchDecoder::kSkip;
+    if (t >= 20 && t < 25) feed[2] = BatchDecoder::kSkip;
+    if (t == 12) {
+      batch.reset(2);
+      one[2].reset();
+    }
+    const Matrix& logits = batch.step(feed);
+    ASSERT_EQ(logits.rows, 3);
+    ASSERT_EQ(logits.cols, m.classifier().rows);
+    for (int s = 0; s < 3; ++s) {
+      SCOPED_TRACE(::testing::Message() << "step " << t << " sequence " << s);
+      const std::span<const float> got = batch.logits(s);
+      if (feed[static_cast<size_t>(s)] == BatchDecoder::kSkip) {
+        EXPECT_TRUE(std::all_of(got.begin(), got.end(), [](float x) { return x == 0.0f; }));
+        continue;
+      }
+      const std::span<const float> want =
+          one[static_cast<size_t>(s)].step(feed[static_cast<size_t>(s)]);
+      ASSERT_EQ(got.size(), want.size());
+      worst = std::max(worst, relative_error(got, want));
+      EXPECT_EQ(batch.position(s), one[static_cast<size_t>(s)].position());
+    }
+  }
+  EXPECT_LT(worst, tol);
+  EXPECT_EQ(batch.position(0), steps);
+  EXPECT_EQ(batch.position(1), steps - 5);
+  EXPECT_EQ(batch.position(2), steps - 12 - 5);
+}
+
+TEST(BatchDecoder, EverySequenceMatchesItsOwnDecoder) {
+  {
+    SCOPED_TRACE("stories260K");
+    expect_batch_matches_decoder(load_model(test::stories260k_path()), 200, 1);
+  }
+  {
+    SCOPED_TRACE("babyllama");
+    expect_batch_matches_decoder(load_model(test::babyllama_path()), 120, 2);
+  }
+  ModelConfig gqa = test::tiny_config(32, 48, 2, 8, 2, 60, 64);
+  ModelConfig biased = test::tiny_config(32, 40, 2, 4, 2, 50, 64);
+  biased.qkv_bias = true;
+  biased.head_dim = 16;  // q_dim 64 != dim 32
+  ModelConfig untied = test::tiny_config(16, 24, 2, 2, 1, 40, 64);
+  untied.tied_embeddings = false;
+  uint64_t seed = 5;
+  for (const ModelConfig& c : {gqa, biased, untied}) {
+    SCOPED_TRACE(::testing::Message() << "heads " << c.n_heads << "/" << c.n_kv_heads);
+    expect_batch_matches_decoder(test::random_model(c, seed), 60, seed);
+    ++seed;
+  }
+}
+
+TEST(BatchDecoder, ARestartedSequenceForgetsItsPast) {
+  // After reset, a sequence's logits are those of a fresh start, and far from those of the
+  // same tokens appended to its old context (so the tolerance above would catch a stale cache).
+  const Model m = load_model(test::stories260k_path());
+  BatchDecoder batch(m, 2);
+  Decoder fresh(m), stale(m);
+  const std::vector<int> warm = test::random_tokens(30, m.config.vocab_size, 4);
+  for (int t : warm) {
+    batch.step(std::vector<int>{t, t});
+    stale.step(t);
+  }
+  batch.reset(1);
+  for (int t : {1, 50, 60}) {
+    batch.step(std::vector<int>{BatchDecoder::kSkip, t});
+    const std::span<const float> want = fresh.step(t);
+    EXPECT_LT(relative_error(batch.logits(1), want), tolerance_scale(m.config, 3));
+    EXPECT_GT(relative_error(batch.logits(1), stale.step(t)), 100 * tolerance_scale(m.config, 33));
+  }
+  EXPECT_EQ(batch.position(0), 30);
+  EXPECT_EQ(batch.position(1), 3);
+}
+
+TEST(BatchDecoder, RejectsBadInputAndLeavesTheSequencesAsTheyWere) {
+  const Model m = test::random_model(test::tiny_config(), 1);  // vocab 40, context 32
+  EXPECT_THAT(error_of([&] { BatchDecoder(m, 0); }), HasSubstr("batch must be >= 1"));
+  EXPECT_THAT(error_of([&] { BatchDecoder(m, 2, 33); }), HasSubstr("max_positions must be in"));
+  BatchDecoder dec(m, 2, 4);
+  EXPECT_EQ(dec.max_position(), 4);
+  dec.step(std::vector<int>{3, 4});
+  EXPECT_THAT(error_of([&] { dec.step(std::vector<int>{3}); }),
+              HasSubstr("1 tokens for a batch of 2"));
+  EXPECT_THAT(error_of([&] {
+                dec.step(std::vector<int>{3, 40});
+              }),
+              HasSubstr("token id 40 of sequence 1 at position 1 is outside the vocabulary"));
+  EXPECT_EQ(dec.position(0), 1);  // the refused step changed nothing
+  EXPECT_EQ(dec.position(1), 1);
+  for (int t = 1; t < 4; ++t) dec.step(std::vector<int>{2, BatchDecoder::kSkip});
+  EXPECT_THAT(error_of([&] {
+                dec.step(std::vector<int>{2, 2});
+              }),
+              HasSubstr("sequence 0 at position 4 is past the limit of 4"));
+  EXPECT_EQ(dec.position(1), 1);
+  dec.step(std::vector<int>{BatchDecoder::kSkip, 2});  // the other sequence goes on
+  EXPECT_EQ(dec.position(1), 2);
+}
+
+void expect_well_formed(const std::vector<std::vector<int>>& w, const Model& m, int n, int seqlen) {
+  ASSERT_EQ(static_cast<int>(w.size()), n);
+  for (const auto& win : w) {
+    ASSERT_EQ(static_cast<int>(win.size()), seqlen);
+    EXPECT_EQ(win[0], m.config.bos_id);
+    for (int t : win) {
+      EXPECT_GE(t, 0);
+      EXPECT_LT(t, m.config.vocab_size);
+      EXPECT_NE(t, m.config.eos_id);  // an ended sample continues with BOS
+    }
+  }
+}
+
+TEST(SelfCalibration, DeterministicUnderTheSeedAndIndependentOfTheBatch) {
+  const Model m = load_model(test::stories260k_path());
+  // 10 windows of 200: 1990 sampled tokens; at batch 8 the second group is short (2 windows).
+  const auto a = self_calibration(m, 10, 200, 7, {}, 1);
+  const auto b = self_calibration(m, 10, 200, 7, {}, 8);
+  const auto c = self_calibration(m, 10, 200, 7);
+  const auto d = self_calibration(m, 10, 200, 8, {}, 8);
+  expect_well_formed(a, m, 10, 200);
+  expect_well_formed(d, m, 10, 200);
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(a, c);
+  EXPECT_NE(a, d);
+  EXPECT_NE(a[0], a[1]);  // each window has its own stream
+  // The first windows do not depend on how many are asked for.
+  const auto few = self_calibration(m, 3, 200, 7, {}, 2);
+  EXPECT_EQ(few, std::vector<std::vector<int>>(a.begin(), a.begin() + 3));
+}
+
+// Reproduces window `index` with a plain Decoder: temperature-1 samples from BOS; a sampled EOS
+// or BOS becomes BOS and the decoder starts again from position 0.
+std::vector<int> reference_window(const Model& m, int seqlen, uint64_t seed, int index) {
+  Rng rng = self_calibration_rng(seed, index);
+  Decoder dec(m);
+  std::vector<int> w = {m.config.bos_id};
+  std::span<const float> logits = dec.step(w[0]);
+  while (static_cast<int>(w.size()) < seqlen) {
+    int next = sample_token(logits, SampleOptions{}, rng);
+    if (next == m.config.eos_id || next == m.config.bos_id) {
+      next = m.config.bos_id;
+      dec.reset();
+    }
+    w.push_back(next);
+    if (static_cast<int>(w.size()) < seqlen) logits = dec.step(next);
+  }
+  return w;
+}
+
+TEST(SelfCalibration, EndedSamplesArePackedWithAFreshContext) {
+  // A random model spreads its mass over the 40 ids, so BOS or EOS comes about every 20
+  // tokens: many restarts per window, and the last window's last token may be one.
+  const Model m = test::random_model(test::tiny_config(), 3);  // context 32
+  const int n = 6, seqlen = 32;
+  const auto w = self_calibration(m, n, seqlen, 11, {}, 4);
+  expect_well_formed(w, m, n, seqlen);
+  int restarts = 0;
+  for (int i = 0; i < n; ++i) {
+    SCOPED_TRACE(i);
+    EXPECT_EQ(w[static_cast<size_t>(i)], reference_window(m, seqlen, 11, i));
+    restarts += static_cast<int>(std::count(w[static_cast<size_t>(i)].begin() + 1,
+                                            w[static_cast<size_t>(i)].end(), m.config.bos_id));
+  }
+  EXPECT_GT(restarts, 0);
+  // The same on the real model (fewer restarts, longer windows).
+  const Model stories = load_model(test::stories260k_path());
+  const auto s = self_calibration(stories, 2, 300, 5, {}, 2);
+  for (int i = 0; i < 2; ++i)
+    EXPECT_EQ(s[static_cast<size_t>(i)], reference_window(stories, 300, 5, i));
+}
+
+TEST(SelfCalibration, ReportsProgressEveryStep) {
+  const Model m = test::random_model(test::tiny_config(), 2);
+  std::vector<SelfCalibrationProgress> seen;
+  self_calibration(
+      m, 5, 10, 1, [&](const SelfCalibrationProgress& p) { seen.push_back(p); }, 2);
+  ASSERT_EQ(seen.size(), 3u * 9u);  // groups of 2, 2, 1 windows; 9 steps each
+  for (size_t i = 1; i < seen.size(); ++i) {
+    EXPECT_GE(seen[i].tokens, seen[i - 1].tokens);
+    EXPECT_GE(seen[i].seconds, seen[i - 1].seconds);
+    EXPECT_GE(seen[i].windows_done, seen[i - 1].windows_done);
+  }
+  EXPECT_EQ(seen[8].windows_done, 2);
+  EXPECT_EQ(seen.back().windows_done, 5);
+  EXPECT_EQ(seen.back().windows_total, 5);
+  EXPECT_EQ(seen.back().tokens, 5 * 10);
+}
+
+TEST(SelfCalibration, RejectsBadArguments) {
+  const Model m = test::random_model(test::tiny_config(), 1);  // context 32
+  EXPECT_THAT(error_of([&] { self_calibration(m, 0, 16, 1); }), HasSubstr("nsamples must be >= 1"));
+  EXPECT_THAT(error_of([&] { self_calibration(m, 4, 1, 1); }), HasSubstr("seqlen must be >= 2"));
+  EXPECT_THAT(error_of([&] { self_calibration(m, 4, 33, 1); }),
+              HasSubstr("seqlen 33 exceeds the model's context (max_seq_len 32)"));
+  EXPECT_THAT(error_of([&] { self_calibration(m, 4, 16, 1, {}, -1); }),
+              HasSubstr("batch must be >= 0"));
+  EXPECT_EQ(self_calibration(m, 1, 32, 1).front().size(), 32u);  // the whole context is fine
+}
+
+TEST(SelfCalibration, AutomaticBatchFitsTheCacheBudget) {
+  ModelConfig small = test::tiny_config();
+  EXPECT_EQ(self_calibration_batch(small, 128, 32), 64);
+  EXPECT_EQ(self_calibration_batch(small, 5, 32), 5);
+  ModelConfig big = small;  // Llama-2-7B's cache: 32 layers of 4096 keys and values
+  big.n_layers = 32;
+  big.n_heads = big.n_kv_heads = 32;
+  big.head_dim = 128;
+  EXPECT_EQ(self_calibration_batch(big, 128, 2048), 1);  // 2 GiB a window
+  EXPECT_EQ(self_calibration_batch(big, 128, 128), 16);  // 127 MiB a window
+}
+
+}  // namespace
+}  // namespace cdq
