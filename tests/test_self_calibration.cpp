@@ -8,18 +8,22 @@
 // while a wrong RoPE position or a stale cache row moves logits by O(1) of the row's scale.
 //
 // Sampled tokens: the batch changes the matrix products' shapes and so the logits' rounding;
-// a token flips only when a uniform draw lands within that rounding (~1e-6 relative) of a
-// boundary of the cumulative distribution, ~1e-6 per token, so comparing a few thousand
-// token ids exactly is safe.
+// a token flips when a uniform draw lands within that rounding of a boundary of the
+// cumulative distribution. That is rarer than the rounding itself suggests but not negligible
+// (measured: 2 flips in 32,704 tokens of stories260K, batch 64 vs 1, each within 5e-7 of a
+// boundary), and after one the window goes its own way. So windows from different paths are
+// compared to the Decoder's reproduction token by token, and a first difference must be a
+// draw within the rounding band of a boundary (see reference_window); the same path run
+// twice must agree exactly.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cdquant/decoder.hpp>
-#include <cdquant/sampling.hpp>
 #include <cdquant/self_calibration.hpp>
 #include <cmath>
 #include <limits>
+#include <string>
 
 #include "support/errors.hpp"
 #include "support/tiny_model.hpp"
@@ -171,6 +175,79 @@ void expect_well_formed(const std::vector<std::vector<int>>& w, const Model& m, 
   }
 }
 
+// A window reproduced with a plain Decoder (temperature-1 samples from BOS; a sampled EOS or
+// BOS becomes BOS and the decoder starts again from position 0), and for every token after
+// BOS how far its uniform draw fell from the nearer end of the drawn id's interval of the
+// cumulative distribution (as a fraction of the total), and the band within which float rounding
+// may move a boundary: logits off by d move every probability by a factor within e^(+-2d), so a
+// cumulative sum by at most 2d of the total, with d the decoder tolerance times the row's largest
+// |logit|.
+struct ReferenceWindow {
+  std::vector<int> tokens;
+  std::vector<double> margin;  // [seqlen]; margin[t] for the draw of tokens[t] (t >= 1)
+  std::vector<double> band;    // [seqlen]
+};
+
+ReferenceWindow reference_window(const Model& m, int seqlen, uint64_t seed, int index) {
+  Rng rng = self_calibration_rng(seed, index);
+  Decoder dec(m);
+  ReferenceWindow w;
+  w.tokens = {m.config.bos_id};
+  w.margin = w.band = {0.0};
+  std::span<const float> logits = dec.step(w.tokens[0]);
+  const double tol = tolerance_scale(m.config, seqlen);
+  while (static_cast<int>(w.tokens.size()) < seqlen) {
+    Rng peek = rng;  // the draw sample_softmax is about to make
+    const double u = peek.uniform();
+    double mx = 0.0, sum = 0.0, scale = 1.0;
+    for (float l : logits) mx = std::max(mx, static_cast<double>(l));
+    for (float l : logits) {
+      sum += std::exp(l - mx);
+      scale = std::max(scale, std::abs(static_cast<double>(l)));
+    }
+    // The interval [lo, hi) of the cumulative distribution that u falls in: the drawn id.
+    double acc = 0.0, margin = 0.0;
+    for (float l : logits) {
+      const double lo = acc / sum;
+      acc += std::exp(l - mx);
+      if (u < acc / sum) {
+        margin = std::min(u - lo, acc / sum - u);
+        break;
+      }
+    }
+    w.margin.push_back(margin);
+    w.band.push_back(2.0 * tol * scale);
+    int next = sample_softmax(logits, rng);
+    if (next == m.config.eos_id || next == m.config.bos_id) {
+      next = m.config.bos_id;
+      dec.reset();
+    }
+    w.tokens.push_back(next);
+    if (static_cast<int>(w.tokens.size()) < seqlen) logits = dec.step(next);
+  }
+  return w;
+}
+
+// How `got` departs from the reference window: "" when equal, "flip" when equal up to a token
+// whose draw lay within the band of a boundary (after which the two go on from different
+// tokens), else what is wrong.
+std::string departure(const std::vector<int>& got, const ReferenceWindow& ref) {
+  if (got.size() != ref.tokens.size()) return "wrong length";
+  const auto diff = std::mismatch(got.begin(), got.end(), ref.tokens.begin());
+  if (diff.first == got.end()) return "";
+  const size_t t = static_cast<size_t>(diff.first - got.begin());
+  if (ref.margin[t] < ref.band[t]) return "flip";
+  return "token " + std::to_string(t) + " differs, " + std::to_string(ref.margin[t]) +
+         " from a boundary";
+}
+
+// Counts a flip; fails on anything else.
+bool expect_matches_reference(const std::vector<int>& got, const ReferenceWindow& ref) {
+  const std::string d = departure(got, ref);
+  EXPECT_THAT(d, ::testing::AnyOf("", "flip"));
+  return d == "flip";
+}
+
 TEST(SelfCalibration, DeterministicUnderTheSeedAndIndependentOfTheBatch) {
   const Model m = load_model(test::stories260k_path());
   // 10 windows of 200: 1990 sampled tokens; at batch 8 the second group is short (2 windows).
@@ -180,32 +257,30 @@ TEST(SelfCalibration, DeterministicUnderTheSeedAndIndependentOfTheBatch) {
   const auto d = self_calibration(m, 10, 200, 8, {}, 8);
   expect_well_formed(a, m, 10, 200);
   expect_well_formed(d, m, 10, 200);
-  EXPECT_EQ(a, b);
-  EXPECT_EQ(a, c);
+  EXPECT_EQ(a, self_calibration(m, 10, 200, 7, {}, 1));  // the same path twice: bit for bit
   EXPECT_NE(a, d);
   EXPECT_NE(a[0], a[1]);  // each window has its own stream
-  // The first windows do not depend on how many are asked for.
+  // The check below catches windows that are not the Decoder's, here those of another seed:
+  // 7 of these 10 on the build machine. A wrong token can slip through when the right one's
+  // interval is within the band of its ends (a worst-case bound, far above the rounding seen),
+  // as it is for 3 of them.
+  int caught = 0;
+  for (int i = 0; i < 10; ++i)
+    caught += departure(d[static_cast<size_t>(i)], reference_window(m, 200, 7, i))
+                  .find("from a boundary") != std::string::npos;
+  EXPECT_GE(caught, 5);
+  // Other batches, and fewer windows asked for, give the Decoder's windows up to flips.
   const auto few = self_calibration(m, 3, 200, 7, {}, 2);
-  EXPECT_EQ(few, std::vector<std::vector<int>>(a.begin(), a.begin() + 3));
-}
-
-// Reproduces window `index` with a plain Decoder: temperature-1 samples from BOS; a sampled EOS
-// or BOS becomes BOS and the decoder starts again from position 0.
-std::vector<int> reference_window(const Model& m, int seqlen, uint64_t seed, int index) {
-  Rng rng = self_calibration_rng(seed, index);
-  Decoder dec(m);
-  std::vector<int> w = {m.config.bos_id};
-  std::span<const float> logits = dec.step(w[0]);
-  while (static_cast<int>(w.size()) < seqlen) {
-    int next = sample_token(logits, SampleOptions{}, rng);
-    if (next == m.config.eos_id || next == m.config.bos_id) {
-      next = m.config.bos_id;
-      dec.reset();
-    }
-    w.push_back(next);
-    if (static_cast<int>(w.size()) < seqlen) logits = dec.step(next);
+  int flips = 0;
+  for (int i = 0; i < 10; ++i) {
+    SCOPED_TRACE(i);
+    const ReferenceWindow ref = reference_window(m, 200, 7, i);
+    for (const auto* w : {&a, &b, &c}) flips += expect_matches_reference((*w)[i], ref);
+    if (i < 3) flips += expect_matches_reference(few[static_cast<size_t>(i)], ref);
   }
-  return w;
+  // Not bounded: a flip is a rounding accident (a few in 10^5 tokens on stories260K), not an
+  // error; each one was checked to be at a boundary.
+  RecordProperty("flips", flips);
 }
 
 TEST(SelfCalibration, EndedSamplesArePackedWithAFreshContext) {
@@ -218,7 +293,7 @@ TEST(SelfCalibration, EndedSamplesArePackedWithAFreshContext) {
   int restarts = 0;
   for (int i = 0; i < n; ++i) {
     SCOPED_TRACE(i);
-    EXPECT_EQ(w[static_cast<size_t>(i)], reference_window(m, seqlen, 11, i));
+    expect_matches_reference(w[static_cast<size_t>(i)], reference_window(m, seqlen, 11, i));
     restarts += static_cast<int>(std::count(w[static_cast<size_t>(i)].begin() + 1,
                                             w[static_cast<size_t>(i)].end(), m.config.bos_id));
   }
@@ -227,7 +302,24 @@ TEST(SelfCalibration, EndedSamplesArePackedWithAFreshContext) {
   const Model stories = load_model(test::stories260k_path());
   const auto s = self_calibration(stories, 2, 300, 5, {}, 2);
   for (int i = 0; i < 2; ++i)
-    EXPECT_EQ(s[static_cast<size_t>(i)], reference_window(stories, 300, 5, i));
+    expect_matches_reference(s[static_cast<size_t>(i)], reference_window(stories, 300, 5, i));
+}
+
+TEST(SelfCalibration, SampleSoftmaxDrawsFromTheSoftmax) {
+  // n draws of an id with probability p: a count with standard deviation sqrt(n p (1 - p));
+  // 5 of them allowed (a false alarm about once in 10^6 seeds, and the seed is fixed).
+  const std::vector<float> logits = {1.0f, 0.0f, 2.5f, -1.0f, 0.5f, -60.0f};
+  std::vector<double> p(logits.size());
+  double sum = 0.0;
+  for (size_t i = 0; i < p.size(); ++i) sum += (p[i] = std::exp(static_cast<double>(logits[i])));
+  const int n = 40000;
+  std::vector<int> counts(logits.size(), 0);
+  Rng rng(3);
+  for (int i = 0; i < n; ++i) ++counts[static_cast<size_t>(sample_softmax(logits, rng))];
+  for (size_t i = 0; i < p.size(); ++i) {
+    const double q = p[i] / sum, sd = std::sqrt(n * q * (1.0 - q));
+    EXPECT_NEAR(counts[i], n * q, 5.0 * sd + 1e-9) << "id " << i;
+  }
 }
 
 TEST(SelfCalibration, ReportsProgressEveryStep) {

@@ -51,14 +51,16 @@ class BatchDecoder {
   const Model& model_;
   int batch_;
   int64_t max_pos_;
-  std::vector<int64_t> pos_;                       // [batch]
-  std::vector<float> rope_cos_;                    // [max_pos, head_dim / 2]
-  std::vector<float> rope_sin_;                    // [max_pos, head_dim / 2]
-  std::vector<std::vector<float>> keys_, values_;  // per layer [batch, n_kv_heads, head_dim,
-                                                   // max_pos]: transposed, positions contiguous
-  std::vector<int> active_;                        // sequences of the current step, in order
-  std::vector<int> active_tokens_;                 // their tokens
-  Matrix logits_;                                  // [batch, vocab]
+  int64_t stride_;  // positions per cached row: max_pos_ rounded up to a whole score block
+  std::vector<int64_t> pos_;     // [batch]
+  std::vector<float> rope_cos_;  // [max_pos, head_dim / 2]
+  std::vector<float> rope_sin_;  // [max_pos, head_dim / 2]
+  // Per layer [batch, n_kv_heads, head_dim, stride_]: transposed, so the positions a query
+  // attends are contiguous.
+  std::vector<std::vector<float>> keys_, values_;
+  std::vector<int> active_;         // sequences of the current step, in order
+  std::vector<int> active_tokens_;  // their tokens
+  Matrix logits_;                   // [batch, vocab]
 };
 
 // What self_calibration reports after every decoding step.
@@ -72,16 +74,19 @@ using SelfCalibrationCallback = std::function<void(const SelfCalibrationProgress
 
 // nsamples calibration windows of exactly seqlen tokens, each starting with BOS
 // (model.config.bos_id) like the text windows of sample_calibration_windows with prepend_bos,
-// sampled from the model itself at temperature 1 (no top-p) from BOS.
+// sampled from the model itself at temperature 1 (no top-p, sample_softmax) from BOS.
 //
 // Packing: when a sample draws EOS or BOS before the window is full, the window goes on with
 // BOS and a new sample from a fresh context (position 0), as documents are packed in training
 // data, so every window is full and contains no EOS; a BOS inside a window marks where a
 // sample begins.
 //
-// Determinism: window i draws from its own random stream (a hash of seed and i), so the same
-// seed gives the same windows whatever `batch` and the thread count are, up to a uniform draw
-// landing within float rounding of a boundary of the cumulative distribution (~1e-6 per token).
+// Determinism: window i draws from its own random stream (self_calibration_rng(seed, i)), so
+// the same seed gives the same windows whatever `batch` and the thread count are, except where
+// a uniform draw lands within float rounding of a boundary of the cumulative distribution:
+// different batches round the logits differently, so such a token can flip, and the window goes
+// its own way from there (measured: 2 tokens in 32,704 on stories260K, batch 64 vs 1). The
+// same call on the same build and thread count repeats exactly.
 //
 // batch: windows decoded together; 0 chooses min(nsamples, 64), fewer when their KV cache would
 // exceed 2 GiB (large models). progress, when set, is called after every decoding step (seqlen -
@@ -98,8 +103,13 @@ std::vector<std::vector<int>> self_calibration(const Model& model, int nsamples,
 int self_calibration_batch(const ModelConfig& config, int nsamples, int seqlen);
 
 // The random stream window `index` of self_calibration draws its tokens from (one
-// sample_token call per sampled token, in order), so a caller or a test can reproduce a window
-// with a plain Decoder.
+// sample_softmax call per sampled token, in order), so a caller or a test can reproduce a
+// window with a plain Decoder.
 Rng self_calibration_rng(uint64_t seed, int64_t index);
+
+// One token id drawn from softmax(logits [vocab]) (temperature 1) with one rng.uniform(): the
+// distribution of sample_token at temperature 1 and top_p 1, without its sort by probability
+// (which cost as much as decoding the token on the small models): ids are scanned in order.
+int sample_softmax(std::span<const float> logits, Rng& rng);
 
 }  // namespace cdq

@@ -2,10 +2,12 @@
 // building blocks (linear_forward, rmsnorm_rows, feed_forward, head_forward) on the rows of
 // the sequences that take part; attention per sequence over its own cache.
 #include <algorithm>
+#include <bit>
 #include <cdquant/error.hpp>
 #include <cdquant/forward.hpp>
 #include <cdquant/self_calibration.hpp>
 #include <cmath>
+#include <cstdint>
 
 namespace cdq {
 
@@ -14,6 +16,34 @@ namespace {
 // Below this many multiply-adds the attention runs on one thread: the barrier at the end of
 // a parallel region costs more than a small loop (as in the batched forward).
 constexpr int64_t kParallelMin = 1 << 18;
+constexpr int kMaxHeadDim = 512;  // the scaled query head lives on the stack
+constexpr int kBlock = 16;        // positions scored together (see attend)
+
+// e^x for x <= 0 (softmax scores minus their maximum), written so that a simd loop over it
+// vectorises: std::exp is a scalar libm call, and one per attended position per head made it
+// the larger half of decoding. x = k ln2 + r with k = round(x / ln2) and |r| <= ln2 / 2 (ln2
+// split in two so that k ln2 is exact in float), e^r by its Taylor series to r^6 (truncation
+// below 0.35^7 / 7! ~ 1.3e-7 relative), times 2^k built from its exponent bits: within ~2 ulps
+// of e^x (2.2e-7 relative, checked over [-87, 0]), far inside the decoder's tolerance. Below
+// x ~ -87.3 (k < -126, under float's normal range) the result is 0: negligible beside the
+// maximum's e^0 = 1 in the sum. Only integer selects: GCC does not if-convert a float compare
+// under the default -ftrapping-math, and a branch stops the vectoriser. x must be finite and
+// above -2^31 ln2 (as the scores of a finite model are).
+inline float exp_nonpositive(float x) {
+  const int32_t k_exact = static_cast<int32_t>(x * 1.44269504f - 0.5f);  // ceil(x/ln2 - 1/2)
+  const int32_t k = k_exact < -126 ? -126 : k_exact;
+  const float kf = static_cast<float>(k);
+  const float r = (x - kf * 0.693359375f) - kf * -2.12194440e-4f;
+  float p = 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const float v = p * std::bit_cast<float>((k + 127) << 23);
+  return std::bit_cast<float>(std::bit_cast<int32_t>(v) & (k_exact < -126 ? 0 : -1));
+}
 
 }  // namespace
 
@@ -24,7 +54,10 @@ BatchDecoder::BatchDecoder(const Model& model, int batch, int64_t max_positions)
   CDQ_CHECK(max_positions >= 0 && max_positions <= c.max_seq_len,
             "batch decoder: max_positions must be in [0, {}] (0 = the model's context), got {}",
             c.max_seq_len, max_positions);
+  CDQ_CHECK(c.head_dim <= kMaxHeadDim, "batch decoder: head_dim {} is above the supported {}",
+            c.head_dim, kMaxHeadDim);
   if (max_pos_ == 0) max_pos_ = c.max_seq_len;
+  stride_ = (max_pos_ + kBlock - 1) / kBlock * kBlock;
   pos_.assign(static_cast<size_t>(batch), 0);
   // RoPE angles pos * theta^(-2i / head_dim) once for every position: rows of one step sit at
   // different positions, so apply_rope (one first_pos per call) does not fit, and this saves
@@ -42,7 +75,7 @@ BatchDecoder::BatchDecoder(const Model& model, int batch, int64_t max_positions)
     }
   }
   const size_t cache =
-      static_cast<size_t>(batch) * static_cast<size_t>(c.kv_dim()) * static_cast<size_t>(max_pos_);
+      static_cast<size_t>(batch) * static_cast<size_t>(c.kv_dim()) * static_cast<size_t>(stride_);
   keys_.assign(static_cast<size_t>(c.n_layers), std::vector<float>(cache, 0.0f));
   values_.assign(static_cast<size_t>(c.n_layers), std::vector<float>(cache, 0.0f));
   logits_ = Matrix(batch, model.classifier().rows);
@@ -85,7 +118,8 @@ void BatchDecoder::attend(int64_t layer, const Matrix& q, Matrix& out) const {
   const bool parallel = tasks > 1 && work >= kParallelMin;
 #pragma omp parallel if (parallel)
   {
-    std::vector<float> p(static_cast<size_t>(max_pos_));  // scores, then weights
+    std::vector<float> scores(static_cast<size_t>(stride_));  // scores, then weights
+    float* p = scores.data();
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < tasks; ++task) {
       const int64_t r = task / c.n_kv_heads;
@@ -94,27 +128,41 @@ void BatchDecoder::attend(int64_t layer, const Matrix& q, Matrix& out) const {
       const int64_t n = pos_[static_cast<size_t>(seq)] + 1;
       const size_t base = (static_cast<size_t>(seq) * static_cast<size_t>(c.n_kv_heads) +
                            static_cast<size_t>(kvh)) *
-                          static_cast<size_t>(hd) * static_cast<size_t>(max_pos_);
+                          static_cast<size_t>(hd) * static_cast<size_t>(stride_);
       for (int64_t h = kvh * rep; h < (kvh + 1) * rep; ++h) {
         const float* qr = q.row(r) + h * hd;
-        std::fill(p.begin(), p.begin() + n, 0.0f);
-        for (int i = 0; i < hd; ++i) {
-          const float qi = qr[i] * scale;
-          const float* kr = kc + base + static_cast<size_t>(i * max_pos_);
-#pragma omp simd
-          for (int64_t s = 0; s < n; ++s) p[static_cast<size_t>(s)] += qi * kr[s];
+        float qs[kMaxHeadDim];
+        for (int i = 0; i < hd; ++i) qs[i] = qr[i] * scale;
+        // Scores of kBlock positions at a time, summed over head_dim in registers: K is read
+        // once and p written once (accumulating into p one component at a time costs a pass
+        // over p for each). The last block may read cached rows past n (zeros or stale values
+        // of a restarted sequence: finite, and the scores they give are never used), which
+        // the padding of stride_ keeps inside the cache.
+        const float* kb = kc + base;
+        for (int64_t s0 = 0; s0 < n; s0 += kBlock) {
+          float acc[kBlock] = {};
+          for (int i = 0; i < hd; ++i) {
+            const float* kr = kb + i * stride_ + s0;
+            for (int j = 0; j < kBlock; ++j) acc[j] += qs[i] * kr[j];
+          }
+          std::copy_n(acc, kBlock, p + s0);
         }
-        const float mx = *std::max_element(p.begin(), p.begin() + n);
+        // (A ternary, not std::max: GCC vectorises this reduction only in this form.)
+        float mx = p[0];
+#pragma omp simd reduction(max : mx)
+        for (int64_t s = 0; s < n; ++s) mx = mx > p[s] ? mx : p[s];
+#pragma omp simd
+        for (int64_t s = 0; s < n; ++s) p[s] = exp_nonpositive(p[s] - mx);
         float sum = 0.0f;
-        for (int64_t s = 0; s < n; ++s)
-          sum += (p[static_cast<size_t>(s)] = std::exp(p[static_cast<size_t>(s)] - mx));
+#pragma omp simd reduction(+ : sum)
+        for (int64_t s = 0; s < n; ++s) sum += p[s];
         const float inv = 1.0f / sum;
         float* o = out.row(r) + h * hd;
         for (int i = 0; i < hd; ++i) {
-          const float* vr = vc + base + static_cast<size_t>(i * max_pos_);
+          const float* vr = vc + base + static_cast<size_t>(i * stride_);
           float acc = 0.0f;
 #pragma omp simd reduction(+ : acc)
-          for (int64_t s = 0; s < n; ++s) acc += p[static_cast<size_t>(s)] * vr[s];
+          for (int64_t s = 0; s < n; ++s) acc += p[s] * vr[s];
           o[i] = acc * inv;
         }
       }
@@ -151,7 +199,7 @@ const Matrix& BatchDecoder::step(std::span<const int> tokens) {
   const int64_t n = static_cast<int64_t>(active_.size());
   const int hd = c.head_dim;
   const int half = hd / 2;
-  const size_t mp = static_cast<size_t>(max_pos_);
+  const size_t mp = static_cast<size_t>(stride_);
   Matrix x = embed_tokens(model_.tok_embeddings, active_tokens_);  // [n, dim]
   Matrix a, q, k, v, att(n, c.q_dim()), y;
   // Rotates the interleaved pairs of every head of row r of m by row r's own position.

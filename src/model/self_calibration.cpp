@@ -2,9 +2,9 @@
 #include <algorithm>
 #include <cdquant/error.hpp>
 #include <cdquant/rng.hpp>
-#include <cdquant/sampling.hpp>
 #include <cdquant/self_calibration.hpp>
 #include <chrono>
+#include <cmath>
 
 namespace cdq {
 
@@ -33,6 +33,24 @@ int self_calibration_batch(const ModelConfig& c, int nsamples, int seqlen) {
   return std::max(1, std::min({nsamples, kDefaultBatch, fit}));
 }
 
+int sample_softmax(std::span<const float> logits, Rng& rng) {
+  CDQ_ASSERT(!logits.empty());
+  const double mx = *std::max_element(logits.begin(), logits.end());
+  // In double, as sample_token: the cumulative sum over the vocabulary then rounds far below
+  // the smallest probabilities that matter.
+  std::vector<double> p(logits.size());
+  double sum = 0.0;
+  for (size_t i = 0; i < p.size(); ++i) sum += (p[i] = std::exp(logits[i] - mx));
+  const double u = rng.uniform() * sum;
+  double acc = 0.0;  // the same sums as `sum`, in the same order
+  for (size_t i = 0; i < p.size(); ++i)
+    if (u < (acc += p[i])) return static_cast<int>(i);
+  // u rounded up to the total: the last id with any mass.
+  size_t last = p.size() - 1;
+  while (last > 0 && p[last] == 0.0) --last;
+  return static_cast<int>(last);
+}
+
 std::vector<std::vector<int>> self_calibration(const Model& model, int nsamples, int seqlen,
                                                uint64_t seed,
                                                const SelfCalibrationCallback& progress, int batch) {
@@ -55,7 +73,6 @@ std::vector<std::vector<int>> self_calibration(const Model& model, int nsamples,
   const auto seconds = [&] {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   };
-  SampleOptions sampling;  // temperature 1, no top-p
   std::vector<std::vector<int>> windows(static_cast<size_t>(nsamples));
   // A window of seqlen tokens feeds its first seqlen - 1 (each yields the next), and a restart
   // goes back to position 0, so no sequence reaches position seqlen - 1.
@@ -82,7 +99,7 @@ std::vector<std::vector<int>> self_calibration(const Model& model, int nsamples,
       // Rows are independent (each has its own stream), so they may be drawn in parallel.
 #pragma omp parallel for schedule(static) if (group >= 16)
       for (int s = 0; s < group; ++s) {
-        int next = sample_token(dec.logits(s), sampling, rngs[static_cast<size_t>(s)]);
+        int next = sample_softmax(dec.logits(s), rngs[static_cast<size_t>(s)]);
         if (next == c.eos_id || next == c.bos_id) {
           // The sample ended: the window goes on with BOS and a new sample, from position 0.
           next = c.bos_id;
