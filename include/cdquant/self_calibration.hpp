@@ -17,7 +17,10 @@ namespace cdq {
 // position: one step appends one token to every sequence that takes part, with the linears as
 // one matrix product over the batch ([n, dim] x W^T instead of n vector products) and the
 // attention of each sequence over its own cache. Per sequence it computes what Decoder
-// computes, to float rounding (the products differ only in summation order).
+// computes, to float rounding (the products differ in summation order, and the softmax's
+// exponential is a vectorised one within ~2 ulps of std::exp). The attention of a step is
+// shared among OpenMP threads when it is large enough, unless step() is called from inside a
+// parallel region.
 class BatchDecoder {
  public:
   // A tokens[i] of kSkip leaves sequence i out of the step (finished, or not started).
@@ -88,9 +91,14 @@ using SelfCalibrationCallback = std::function<void(const SelfCalibrationProgress
 // its own way from there (measured: 2 tokens in 32,704 on stories260K, batch 64 vs 1). The
 // same call on the same build and thread count repeats exactly.
 //
-// batch: windows decoded together; 0 chooses min(nsamples, 64), fewer when their KV cache would
-// exceed 2 GiB (large models). progress, when set, is called after every decoding step (seqlen -
-// 1 steps per group of batch windows): cheap, so the caller decides how often to print.
+// batch: windows decoded together; 0 chooses self_calibration_batch(config, nsamples, seqlen,
+// threads). Groups of `batch` windows are shared among the OpenMP threads, each with its own
+// decoder and one-threaded matrix products (no barrier inside a step: on a busy machine those
+// cost more than the steps), so a batch above nsamples / threads leaves threads idle.
+//
+// progress, when set, is called after every decoding step of every group (seqlen - 1 steps a
+// group), from the decoding threads but one call at a time, with counts that never decrease;
+// keep it cheap (the caller decides how often to print).
 //
 // Throws Error for nsamples < 1, seqlen < 2 or above the model's max_seq_len, or batch < 0.
 // To save the windows as text (--save-calib), decode each with Tokenizer::decode.
@@ -99,8 +107,10 @@ std::vector<std::vector<int>> self_calibration(const Model& model, int nsamples,
                                                const SelfCalibrationCallback& progress = {},
                                                int batch = 0);
 
-// The batch self_calibration uses when it is given 0 (see there).
-int self_calibration_batch(const ModelConfig& config, int nsamples, int seqlen);
+// The batch self_calibration uses when it is given 0: enough groups for every thread, at most
+// 64 windows each, fewer when the KV caches of all threads' batches would pass 2 GiB (large
+// models).
+int self_calibration_batch(const ModelConfig& config, int nsamples, int seqlen, int threads = 1);
 
 // The random stream window `index` of self_calibration draws its tokens from (one
 // sample_softmax call per sampled token, in order), so a caller or a test can reproduce a

@@ -1,6 +1,8 @@
 // Batched decoding with a KV cache: the linears and elementwise parts through the forward's
 // building blocks (linear_forward, rmsnorm_rows, feed_forward, head_forward) on the rows of
 // the sequences that take part; attention per sequence over its own cache.
+#include <omp.h>
+
 #include <algorithm>
 #include <bit>
 #include <cdquant/error.hpp>
@@ -102,9 +104,10 @@ std::span<const float> BatchDecoder::logits(int seq) const {
 
 // out [n, q_dim]: row r is every query head of q [n, q_dim] (sequence active_[r], whose key
 // and value for this step are already cached) over cached positions 0..pos of its kv head.
-// The loops are those of the batched forward's attention (scores accumulated over head_dim
-// into a contiguous run of positions, then one dot product per output component), so the two
-// agree closely.
+// As in the batched forward's attention, keys and values are stored with positions
+// contiguous, so that the loops over positions vectorise. Each row's tasks (one per kv head)
+// are independent; they are shared among threads unless the caller is itself in a parallel
+// region.
 void BatchDecoder::attend(int64_t layer, const Matrix& q, Matrix& out) const {
   const ModelConfig& c = model_.config;
   const int hd = c.head_dim;
@@ -115,7 +118,9 @@ void BatchDecoder::attend(int64_t layer, const Matrix& q, Matrix& out) const {
   const int64_t tasks = q.rows * c.n_kv_heads;  // (row, kv head)
   int64_t work = 0;
   for (int s : active_) work += (pos_[static_cast<size_t>(s)] + 1) * c.q_dim();
-  const bool parallel = tasks > 1 && work >= kParallelMin;
+  // Not inside an enclosing parallel region (self_calibration's workers, one decoder each),
+  // even a one-thread one: its thread already has its share of the cores.
+  const bool parallel = tasks > 1 && work >= kParallelMin && omp_get_level() == 0;
 #pragma omp parallel if (parallel)
   {
     std::vector<float> scores(static_cast<size_t>(stride_));  // scores, then weights
