@@ -353,9 +353,9 @@ TEST(SelfCalibration, RejectsBadArguments) {
 
 TEST(SelfCalibration, AutomaticBatchFitsTheCacheBudget) {
   ModelConfig small = test::tiny_config();
-  EXPECT_EQ(self_calibration_batch(small, 128, 32), 64);
+  EXPECT_EQ(self_calibration_batch(small, 128, 32), 32);
   EXPECT_EQ(self_calibration_batch(small, 5, 32), 5);
-  EXPECT_EQ(self_calibration_batch(small, 128, 32, 4), 32);  // a group for every thread
+  EXPECT_EQ(self_calibration_batch(small, 128, 32, 8), 16);  // a group for every thread
   EXPECT_EQ(self_calibration_batch(small, 5, 32, 2), 3);
   ModelConfig big = small;  // Llama-2-7B's cache: 32 layers of 4096 keys and values
   big.n_layers = 32;

@@ -108,7 +108,7 @@ std::vector<std::vector<int>> self_calibration(const Model& model, int nsamples,
                                                int batch = 0);
 
 // The batch self_calibration uses when it is given 0: enough groups for every thread, at most
-// 64 windows each, fewer when the KV caches of all threads' batches would pass 2 GiB (large
+// 32 windows each, fewer when the KV caches of all threads' batches would pass 2 GiB (large
 // models).
 int self_calibration_batch(const ModelConfig& config, int nsamples, int seqlen, int threads = 1);
 
