@@ -60,13 +60,14 @@ int main(int argc, char** argv) {
   CLI::App app{"cdquant self-calibration benchmark (one-sequence Decoder vs BatchDecoder)"};
   std::string models =
       "../shared/models/stories260K.bin:512,../shared/models/babyllama-tok105/model5000.bin:256";
-  std::string batches = "1,16,64,128";
+  std::string batches = "1,16,64,128,0";
   int nsamples = 128;
   int threads = 0;
   uint64_t seed = 1;
   bool skip_decoder = false;
   app.add_option("--models", models, "comma-separated PATH:SEQLEN (paths from the repo root)");
-  app.add_option("--batches", batches, "comma-separated batch sizes for self_calibration");
+  app.add_option("--batches", batches,
+                 "comma-separated batch sizes for self_calibration (0: its automatic choice)");
   app.add_option("--samples", nsamples, "windows per model");
   app.add_option("--threads", threads, "threads (0: OpenMP default)");
   app.add_option("--seed", seed, "sampling seed");
@@ -75,7 +76,7 @@ int main(int argc, char** argv) {
 
   try {
     cdq::bench::set_threads(threads);
-    fmt::print("{:>16} {:>7} {:>6} {:>14} {:>7} {:>9} {:>11} {:>8} {:>16}\n", "model", "samples",
+    fmt::print("{:>16} {:>7} {:>6} {:>14} {:>8} {:>9} {:>11} {:>8} {:>16}\n", "model", "samples",
                "seqlen", "decoder", "batch", "seconds", "tokens/s", "speedup", "same as Decoder");
     for (const auto& spec : cdq::bench::split(models, ',')) {
       const auto colon = spec.rfind(':');
@@ -93,7 +94,7 @@ int main(int argc, char** argv) {
         const auto t0 = std::chrono::steady_clock::now();
         reference = decoder_loop(m, nsamples, seqlen, seed);
         reference_s = seconds_since(t0);
-        fmt::print("{:>16} {:>7} {:>6} {:>14} {:>7} {:>9.3f} {:>11.0f} {:>8} {:>16}\n", name,
+        fmt::print("{:>16} {:>7} {:>6} {:>14} {:>8} {:>9.3f} {:>11.0f} {:>8} {:>16}\n", name,
                    nsamples, seqlen, "Decoder", 1, reference_s, tokens / reference_s, "1.0x", "-");
       }
       for (const auto& b : cdq::bench::split(batches, ',')) {
@@ -101,8 +102,13 @@ int main(int argc, char** argv) {
         const auto t0 = std::chrono::steady_clock::now();
         const Windows w = cdq::self_calibration(m, nsamples, seqlen, seed, {}, batch);
         const double s = seconds_since(t0);
-        fmt::print("{:>16} {:>7} {:>6} {:>14} {:>7} {:>9.3f} {:>11.0f} {:>8} {:>16}\n", name,
-                   nsamples, seqlen, "BatchDecoder", batch, s, tokens / s,
+        const std::string shown =
+            batch > 0
+                ? std::to_string(batch)
+                : fmt::format("auto {}", cdq::self_calibration_batch(m.config, nsamples, seqlen,
+                                                                     omp_get_max_threads()));
+        fmt::print("{:>16} {:>7} {:>6} {:>14} {:>8} {:>9.3f} {:>11.0f} {:>8} {:>16}\n", name,
+                   nsamples, seqlen, "BatchDecoder", shown, s, tokens / s,
                    skip_decoder ? "-" : fmt::format("{:.1f}x", reference_s / s),
                    skip_decoder ? "-" : fmt::format("{}/{}", same(w, reference), nsamples));
       }
