@@ -8,7 +8,7 @@
 #include <cdquant/eval.hpp>
 #include <cdquant/forward.hpp>
 #include <cdquant/gguf.hpp>
-#include <cdquant/gguf_model.hpp>
+#include <cdquant/gguf_export.hpp>
 #include <cdquant/half.hpp>
 #include <cdquant/model.hpp>
 #include <cdquant/quantize.hpp>

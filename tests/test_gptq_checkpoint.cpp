@@ -18,7 +18,7 @@
 #include <ostream>
 #include <regex>
 
-#include "io/hf_writer.hpp"
+#include "export/hf_writer.hpp"
 #include "support/cli.hpp"
 #include "support/errors.hpp"
 #include "support/hf_model.hpp"

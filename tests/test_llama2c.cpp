@@ -7,7 +7,7 @@
 #include <cstring>
 #include <filesystem>
 
-#include "io/llama2c.hpp"
+#include "model/llama2c.hpp"
 #include "support/errors.hpp"
 #include "support/tiny_model.hpp"
 #include "support/tmpdir.hpp"

@@ -4,7 +4,7 @@
 #include <unistd.h>
 
 #include <cdquant/eval.hpp>
-#include <cdquant/gguf_model.hpp>
+#include <cdquant/gguf_export.hpp>
 #include <cdquant/model.hpp>
 #include <cdquant/text_file.hpp>
 #include <cdquant/tokenizer.hpp>

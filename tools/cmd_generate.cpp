@@ -4,7 +4,7 @@
 #include <fmt/core.h>
 #include <fmt/os.h>
 
-#include <cdquant/gguf_model.hpp>
+#include <cdquant/gguf_export.hpp>
 #include <cdquant/model.hpp>
 #include <cdquant/sampling.hpp>
 #include <cdquant/tokenizer.hpp>

@@ -27,7 +27,7 @@ struct GgufExportOptions;
 
 // Output formats: "float" writes the dequantized weights as float32 in the input's own format
 // (llama2.c .bin, HF safetensors directory or GGUF); "gguf" writes a llama.cpp GGUF file in the
-// block types of `gguf` (cdquant/gguf_model.hpp; required for "gguf").
+// block types of `gguf` (cdquant/gguf_export.hpp; required for "gguf").
 std::unique_ptr<ModelWriter> make_model_writer(ModelReader& source, const std::string& out_path,
                                                const std::string& format,
                                                const GgufExportOptions* gguf = nullptr);

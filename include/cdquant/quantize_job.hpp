@@ -2,7 +2,7 @@
 // windows from a text file, quantize block by block, write the result.
 #pragma once
 
-#include <cdquant/gguf_model.hpp>
+#include <cdquant/gguf_export.hpp>
 #include <cdquant/quantize.hpp>
 #include <cstdint>
 #include <functional>

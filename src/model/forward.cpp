@@ -2,8 +2,9 @@
 // row-parallel OpenMP loops.
 #include <algorithm>
 #include <cdquant/forward.hpp>
-#include <cdquant/linalg.hpp>
 #include <cmath>
+
+#include "linalg/linalg.hpp"
 
 namespace cdq {
 

@@ -7,10 +7,10 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <cdquant/linalg.hpp>
 #include <cmath>
 #include <numeric>
 
+#include "linalg/linalg.hpp"
 #include "quant/hessian.hpp"
 
 namespace cdq {

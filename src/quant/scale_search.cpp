@@ -18,11 +18,12 @@
 #include <algorithm>
 #include <cdquant/grid.hpp>
 #include <cdquant/half.hpp>
-#include <cdquant/linalg.hpp>
 #include <cmath>
 #include <limits>
 #include <numeric>
 #include <vector>
+
+#include "linalg/linalg.hpp"
 
 namespace cdq {
 

@@ -1,9 +1,9 @@
 // solve_layer: validation, dispatch to the method, and the true objective.
-#include <cdquant/linalg.hpp>
 #include <cdquant/solver.hpp>
 #include <chrono>
 #include <cmath>
 
+#include "linalg/linalg.hpp"
 #include "quant/cd.hpp"
 #include "quant/gptq.hpp"
 

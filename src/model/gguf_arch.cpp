@@ -1,11 +1,11 @@
 // GGUF llama-family models: metadata keys (llama.cpp's gguf-py constants), the ModelReader that
 // dequantizes every tensor type, and the tokenizer stored in the metadata.
-#include "io/gguf_model.hpp"
+#include "model/gguf_arch.hpp"
 
 #include <fmt/ranges.h>
 
 #include <cdquant/error.hpp>
-#include <cdquant/gguf_model.hpp>
+#include <cdquant/gguf_export.hpp>
 #include <filesystem>
 #include <fstream>
 

@@ -1,13 +1,13 @@
 #include <algorithm>
 #include <cdquant/calibration.hpp>
-#include <cdquant/gguf_model.hpp>
+#include <cdquant/gguf_export.hpp>
 #include <cdquant/gptq_checkpoint.hpp>
 #include <cdquant/model_writer.hpp>
 #include <cdquant/quantize_job.hpp>
 #include <cdquant/text_file.hpp>
 #include <cdquant/tokenizer.hpp>
 
-#include "io/hf_writer.hpp"
+#include "export/hf_writer.hpp"
 
 namespace cdq {
 

@@ -5,7 +5,7 @@
 // header is final and its data can be appended block by block in layer order; tensors outside
 // the blocks go last. Offsets follow that writing order, not name order: safetensors only
 // requires non-overlapping regions (the reference loader sorts by offset), and HF loads by name.
-#include "io/hf_writer.hpp"
+#include "export/hf_writer.hpp"
 
 #include <cdquant/error.hpp>
 #include <cdquant/text_file.hpp>

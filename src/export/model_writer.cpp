@@ -1,4 +1,4 @@
-#include <cdquant/gguf_model.hpp>
+#include <cdquant/gguf_export.hpp>
 #include <cdquant/model_writer.hpp>
 
 namespace cdq {

@@ -1,5 +1,5 @@
 // llama2.c legacy checkpoint reader (memory-mapped, one block at a time) and writer.
-#include "io/llama2c.hpp"
+#include "model/llama2c.hpp"
 
 #include <bit>
 #include <cdquant/error.hpp>

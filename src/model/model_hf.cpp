@@ -1,5 +1,5 @@
 // HF safetensors model directories as a streaming ModelReader.
-#include "io/model_hf.hpp"
+#include "model/model_hf.hpp"
 
 #include <cdquant/error.hpp>
 #include <cdquant/safetensors.hpp>

@@ -21,8 +21,6 @@
 //   honours g_idx with desc_act; exllama kernels reorder by it).
 // - Non-linear tensors: HF sources keep their dtype except F32, stored F16 (torch_dtype
 //   float16, the activation dtype of vLLM's GPTQ kernels); float linears are F16.
-#include "io/gptq_checkpoint.hpp"
-
 #include <fmt/ranges.h>
 
 #include <algorithm>
@@ -35,8 +33,9 @@
 #include <filesystem>
 #include <span>
 
-#include "io/hf_writer.hpp"
-#include "io/model_hf.hpp"
+#include "export/hf_writer.hpp"
+#include "model/gptq_config.hpp"
+#include "model/model_hf.hpp"
 
 namespace cdq {
 
