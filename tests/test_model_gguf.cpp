@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cdquant/forward.hpp>
+#include <cdquant/ggml_quants.hpp>
 #include <cdquant/gguf.hpp>
 #include <cdquant/model.hpp>
 #include <cstring>

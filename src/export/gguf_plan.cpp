@@ -19,6 +19,8 @@
 #include <cdquant/gguf_export.hpp>
 #include <regex>
 
+#include "model/gguf_arch.hpp"
+
 namespace cdq {
 
 namespace {

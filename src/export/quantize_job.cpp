@@ -11,17 +11,6 @@
 
 namespace cdq {
 
-std::unique_ptr<Tokenizer> tokenizer_for_model(const std::string& model_path,
-                                               const std::string& tokenizer_path) {
-  if (tokenizer_path.empty() && is_gguf_file(model_path)) return load_gguf_tokenizer(model_path);
-  const std::string path = tokenizer_path.empty() ? find_tokenizer_for(model_path) : tokenizer_path;
-  CDQ_CHECK(!path.empty(),
-            "no tokenizer found beside {} (looked for tokenizer.json, tokenizer.model, "
-            "tokenizer.bin, tok*.bin, tok*.model): pass --tokenizer",
-            model_path);
-  return load_tokenizer(path);
-}
-
 std::vector<std::vector<int>> calibration_from_file(const std::string& text_path,
                                                     const Tokenizer& tokenizer, int nsamples,
                                                     int seqlen, uint64_t seed, int bos_id) {

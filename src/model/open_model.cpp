@@ -2,14 +2,13 @@
 // the tokenizer stored beside a checkpoint.
 #include <algorithm>
 #include <cdquant/error.hpp>
-#include <cdquant/gguf_export.hpp>
 #include <cdquant/gptq_checkpoint.hpp>
 #include <cdquant/model.hpp>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 
-#include "io/model_gguf.hpp"
+#include "model/gguf_model_reader.hpp"
 #include "model/llama2c.hpp"
 #include "model/model_hf.hpp"
 
