@@ -1,7 +1,7 @@
 #include <algorithm>
 #include <cdquant/calibration.hpp>
 #include <cdquant/gguf_export.hpp>
-#include <cdquant/gptq_checkpoint.hpp>
+#include <cdquant/gptq_export.hpp>
 #include <cdquant/model_writer.hpp>
 #include <cdquant/quantize_job.hpp>
 #include <cdquant/text_file.hpp>

@@ -1,12 +1,23 @@
-// GPTQ checkpoint configs as JSON (config.json's quantization_config, quantize_config.json).
+// GPTQ checkpoint configs as JSON (config.json's quantization_config, quantize_config.json),
+// shared by the reader (gptq_reader.cpp) and the writer (src/export/gptq_writer.cpp).
 #pragma once
 
 #include <cdquant/gptq_checkpoint.hpp>
+#include <cdquant/safetensors.hpp>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 namespace cdq {
+
+// Sequential groups of linears as GPTQ visits them; q/k/v and gate/up are also the groups vLLM
+// fuses into one layer (qkv_proj, gate_up_proj).
+const std::vector<std::vector<Linear>>& gptq_linear_groups();
+
+// Reads, validates and dequantizes one packed linear `prefix` whose float shape must be
+// [out, in]: [out, in] float32 in the checkpoint's row order. Throws Error naming the tensor.
+Matrix read_gptq_linear(const SafetensorsDir& st, const std::string& prefix,
+                        const GptqCheckpointConfig& config, int64_t out, int64_t in);
 
 // The quantization_config object. c.float_linears (kinds kept as float .weight) are expressed
 // twice so that every loader skips them: GPTQModel/vLLM's `dynamic` negative matches
