@@ -4,13 +4,13 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include <cdquant/ggml_quants.hpp>
 #include <cdquant/half.hpp>
 #include <cdquant/solver.hpp>
 #include <cmath>
 #include <cstdlib>
 
 #include "quant/cd.hpp"
+#include "quant/ggml_quants.hpp"
 #include "support/cd_checks.hpp"
 #include "support/errors.hpp"
 

@@ -5,7 +5,6 @@
 #include <gtest/gtest.h>
 
 #include <cdquant/error.hpp>
-#include <cdquant/ggml_quants.hpp>
 #include <cdquant/gguf.hpp>
 #include <cdquant/matrix.hpp>
 #include <cdquant/rng.hpp>
@@ -14,6 +13,7 @@
 #include <functional>
 
 #include "model/gguf_arch.hpp"
+#include "quant/ggml_quants.hpp"
 #include "support/errors.hpp"
 #include "support/tmpdir.hpp"
 

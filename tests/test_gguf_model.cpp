@@ -21,6 +21,7 @@
 #include <map>
 
 #include "model/gguf_arch.hpp"
+#include "quant/ggml_quants.hpp"
 #include "support/cli.hpp"
 #include "support/errors.hpp"
 #include "support/paths.hpp"

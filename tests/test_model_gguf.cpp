@@ -5,12 +5,12 @@
 #include <gtest/gtest.h>
 
 #include <cdquant/forward.hpp>
-#include <cdquant/ggml_quants.hpp>
 #include <cdquant/gguf.hpp>
 #include <cdquant/model.hpp>
 #include <cstring>
 #include <map>
 
+#include "quant/ggml_quants.hpp"
 #include "support/errors.hpp"
 #include "support/tiny_model.hpp"
 #include "support/tmpdir.hpp"

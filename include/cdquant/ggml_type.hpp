@@ -1,5 +1,5 @@
 // ggml's tensor type ids and their block sizes: what a GGUF tensor's bytes are, shared by the
-// GGUF container (io) and the block codecs (quant, cdquant/ggml_quants.hpp).
+// GGUF container (io) and the block codecs (quant, src/quant/ggml_quants.hpp).
 #pragma once
 
 #include <cstdint>

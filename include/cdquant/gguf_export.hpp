@@ -8,7 +8,7 @@
 // written as "llama". output.weight is absent when the classifier is tied to token_embd.
 #pragma once
 
-#include <cdquant/ggml_quants.hpp>
+#include <cdquant/ggml_type.hpp>
 #include <cdquant/model.hpp>
 #include <cdquant/model_writer.hpp>
 #include <cdquant/quantize.hpp>

@@ -20,6 +20,7 @@
 #include <optional>
 
 #include "model/gguf_arch.hpp"
+#include "quant/ggml_quants.hpp"
 
 namespace cdq {
 

@@ -5,7 +5,8 @@
 #include <fmt/ranges.h>
 
 #include <cdquant/error.hpp>
-#include <cdquant/ggml_quants.hpp>
+
+#include "quant/ggml_quants.hpp"
 
 namespace cdq {
 
