@@ -12,6 +12,7 @@
 #include "quant/ggml_blocks.hpp"
 #include "quant/ggml_quants.hpp"
 #include "quant/ggml_search.hpp"
+#include "quant/scale_search.hpp"
 
 #if defined(__clang__)
 #pragma clang fp contract(off)

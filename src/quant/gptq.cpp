@@ -12,6 +12,7 @@
 
 #include "linalg/linalg.hpp"
 #include "quant/hessian.hpp"
+#include "quant/scale_search.hpp"
 
 namespace cdq {
 

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "linalg/linalg.hpp"
+#include "quant/scale_search.hpp"
 
 namespace cdq {
 
