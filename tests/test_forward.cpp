@@ -18,6 +18,7 @@
 #include <cmath>
 
 #include "linalg/linalg.hpp"
+#include "model/forward_blocks.hpp"
 #include "support/errors.hpp"
 #include "support/reference_forward.hpp"
 #include "support/tiny_model.hpp"

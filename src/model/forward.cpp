@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "linalg/linalg.hpp"
+#include "model/forward_blocks.hpp"
 
 namespace cdq {
 
