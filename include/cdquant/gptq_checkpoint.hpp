@@ -1,6 +1,6 @@
 // GPTQ checkpoints as HF directories that vLLM, transformers (optimum / GPTQModel backends) and
 // GPTQModel load unmodified: their config, and a reader that dequantizes them back to a float
-// model (the writer: cdquant/gptq_export.hpp).
+// model (open_model; the writer: cdquant/gptq_export.hpp).
 //
 // Layout written, per quantized linear P = model.layers.{i}.{self_attn,mlp}.X_proj with weight
 // [N = out, K = in]: P.qweight I32 [K*b/32, N], P.qzeros I32 [G, N*b/32], P.scales F16 [G, N],
@@ -12,7 +12,6 @@
 
 #include <cdquant/gptq_format.hpp>
 #include <cdquant/model.hpp>
-#include <memory>
 #include <string>
 #include <vector>
 
@@ -37,13 +36,5 @@ struct GptqCheckpointConfig {
 // with groups, K a multiple of group_size (vLLM rejects ragged groups). Linears that are not
 // (stories260K's 172-wide FFN) stay float16 and are excluded in the config.
 bool gptq_stores_packed(int64_t out_features, int64_t in_features, int bits, int group_size);
-
-// A directory (or a .safetensors file with config.json beside it) whose config.json has
-// quantization_config.quant_method == "gptq". Unreadable configs give false.
-bool is_gptq_checkpoint(const std::string& path);
-
-// Opens a GPTQ checkpoint as a float model: every packed linear is validated, dequantized
-// (v1 or v2 by checkpoint_format, default v1) and its q/k rows put into the internal layout.
-std::unique_ptr<ModelReader> open_gptq_model(const std::string& path);
 
 }  // namespace cdq

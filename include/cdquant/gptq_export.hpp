@@ -11,10 +11,6 @@
 
 namespace cdq {
 
-// The checkpoint config of a cdquant run: bits/group size/symmetry from the grid, desc_act from
-// act-order; v1 ("gptq") for symmetric grids, v2 ("gptq_v2") for asymmetric ones.
-GptqCheckpointConfig gptq_config_for(const QuantizeOptions& options);
-
 // GPTQ output of any source (HF, llama2.c, GGUF): streamed block by block into out_dir.
 // options.solver.grid must have fp16_scales set for an exact round trip (run_quantize_job does).
 std::unique_ptr<ModelWriter> make_gptq_writer(ModelReader& source, const std::string& source_path,

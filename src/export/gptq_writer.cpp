@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <span>
 
+#include "export/gptq_writer.hpp"
 #include "export/hf_writer.hpp"
 #include "model/gptq_config.hpp"
 

@@ -1,14 +1,24 @@
 // GPTQ checkpoint configs as JSON (config.json's quantization_config, quantize_config.json),
-// shared by the reader (gptq_reader.cpp) and the writer (src/export/gptq_writer.cpp).
+// shared by the reader (gptq_reader.cpp) and the writer (src/export/gptq_writer.cpp), and the
+// reader's entry points (open_model picks it).
 #pragma once
 
 #include <cdquant/gptq_checkpoint.hpp>
 #include <cdquant/safetensors.hpp>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 namespace cdq {
+
+// A directory (or a .safetensors file with config.json beside it) whose config.json has
+// quantization_config.quant_method == "gptq". Unreadable configs give false.
+bool is_gptq_checkpoint(const std::string& path);
+
+// Opens a GPTQ checkpoint as a float model: every packed linear is validated, dequantized
+// (v1 or v2 by checkpoint_format, default v1) and its q/k rows put into the internal layout.
+std::unique_ptr<ModelReader> open_gptq_model(const std::string& path);
 
 // Sequential groups of linears as GPTQ visits them; q/k/v and gate/up are also the groups vLLM
 // fuses into one layer (qkv_proj, gate_up_proj).

@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "model/gguf_model_reader.hpp"
+#include "model/gptq_config.hpp"
 #include "model/llama2c.hpp"
 #include "model/model_hf.hpp"
 
