@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cdquant/model.hpp>
+#include <cdquant/model_writer.hpp>
 #include <cstring>
 #include <filesystem>
 
