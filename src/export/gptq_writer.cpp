@@ -1,5 +1,7 @@
 // GPTQ checkpoints as outputs: the streaming writer. The loader conventions it follows are
 // listed in src/model/gptq_reader.cpp.
+#include "export/gptq_writer.hpp"
+
 #include <algorithm>
 #include <cdquant/error.hpp>
 #include <cdquant/gptq_export.hpp>
@@ -9,7 +11,6 @@
 #include <filesystem>
 #include <span>
 
-#include "export/gptq_writer.hpp"
 #include "export/hf_writer.hpp"
 #include "model/gptq_config.hpp"
 
