@@ -7,13 +7,13 @@
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
-#include <cdquant/ggml_quants.hpp>
 #include <cdquant/solver.hpp>
 #include <cdquant/synthetic.hpp>
 #include <string>
 #include <vector>
 
 #include "bench_common.hpp"
+#include "quant/ggml_quants.hpp"
 
 namespace {
 

@@ -4,7 +4,6 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include <cdquant/ggml_quants.hpp>
 #include <cdquant/half.hpp>
 #include <cdquant/solver.hpp>
 #include <cmath>
@@ -12,6 +11,7 @@
 #include <limits>
 
 #include "quant/cd.hpp"
+#include "quant/ggml_quants.hpp"
 #include "support/cd_checks.hpp"
 #include "support/errors.hpp"
 

@@ -1,9 +1,10 @@
 #include <gtest/gtest.h>
 
 #include <cdquant/half.hpp>
-#include <cdquant/linalg.hpp>
 #include <cdquant/rng.hpp>
 #include <cmath>
+
+#include "linalg/linalg.hpp"
 
 namespace cdq {
 namespace {

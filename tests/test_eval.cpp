@@ -6,6 +6,7 @@
 #include <cdquant/eval.hpp>
 #include <cdquant/forward.hpp>
 #include <cdquant/model.hpp>
+#include <cdquant/model_writer.hpp>
 #include <cdquant/rng.hpp>
 #include <cdquant/text_file.hpp>
 #include <cdquant/tokenizer.hpp>

@@ -13,11 +13,12 @@
 #include <gtest/gtest.h>
 
 #include <cdquant/forward.hpp>
-#include <cdquant/linalg.hpp>
 #include <cdquant/model.hpp>
 #include <cdquant/rng.hpp>
 #include <cmath>
 
+#include "linalg/linalg.hpp"
+#include "model/forward_blocks.hpp"
 #include "support/errors.hpp"
 #include "support/reference_forward.hpp"
 #include "support/tiny_model.hpp"

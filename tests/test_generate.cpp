@@ -14,6 +14,7 @@
 
 #include <cdquant/decoder.hpp>
 #include <cdquant/forward.hpp>
+#include <cdquant/model_writer.hpp>
 #include <cdquant/sampling.hpp>
 #include <cmath>
 

@@ -4,12 +4,12 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include <cdquant/ggml_quants.hpp>
 #include <cdquant/half.hpp>
 #include <cdquant/rng.hpp>
 #include <cmath>
 #include <cstring>
 
+#include "quant/ggml_quants.hpp"
 #include "support/errors.hpp"
 
 namespace cdq {

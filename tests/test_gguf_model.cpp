@@ -8,9 +8,10 @@
 #include <cdquant/eval.hpp>
 #include <cdquant/forward.hpp>
 #include <cdquant/gguf.hpp>
-#include <cdquant/gguf_model.hpp>
+#include <cdquant/gguf_export.hpp>
 #include <cdquant/half.hpp>
 #include <cdquant/model.hpp>
+#include <cdquant/model_tokenizer.hpp>
 #include <cdquant/quantize.hpp>
 #include <cdquant/rng.hpp>
 #include <cdquant/sampling.hpp>
@@ -19,6 +20,8 @@
 #include <functional>
 #include <map>
 
+#include "model/gguf_arch.hpp"
+#include "quant/ggml_quants.hpp"
 #include "support/cli.hpp"
 #include "support/errors.hpp"
 #include "support/paths.hpp"
@@ -159,10 +162,10 @@ TEST(GgufModel, Qwen2BiasesAndUntiedOutputRoundTrip) {
   // qwen2 stores q/k rows in the rotate-half order (llama.cpp's NEOX rope), v as is.
   const GgufReader r(path);
   EXPECT_EQ(r.get("general.architecture").str(), "qwen2");
-  expect_same_matrix(r.read_matrix("blk.1.attn_q.weight"),
+  expect_same_matrix(gguf_read_matrix(r, "blk.1.attn_q.weight"),
                      interleaved_to_rotate_half(model.blocks[1].wq, c.head_dim), "file q");
-  expect_same_matrix(r.read_matrix("blk.1.attn_v.weight"), model.blocks[1].wv, "file v");
-  EXPECT_EQ(r.read_matrix("blk.0.attn_k.bias").data,
+  expect_same_matrix(gguf_read_matrix(r, "blk.1.attn_v.weight"), model.blocks[1].wv, "file v");
+  EXPECT_EQ(gguf_read_matrix(r, "blk.0.attn_k.bias").data,
             interleaved_to_rotate_half(model.blocks[0].bk, c.head_dim));
   // The short vocabulary is padded to the embedding rows, as llama.cpp requires.
   EXPECT_EQ(r.get("tokenizer.ggml.tokens").str_array().size(), 48u);

@@ -9,6 +9,7 @@
 
 #include "quant/gptq.hpp"
 #include "quant/hessian.hpp"
+#include "quant/scale_search.hpp"
 #include "support/gptq_reference.hpp"
 #include "support/problems.hpp"
 

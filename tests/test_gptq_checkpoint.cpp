@@ -6,7 +6,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include <cdquant/gptq_checkpoint.hpp>
+#include <cdquant/gptq_export.hpp>
 #include <cdquant/half.hpp>
 #include <cdquant/model_writer.hpp>
 #include <cdquant/quantize.hpp>
@@ -18,7 +18,7 @@
 #include <ostream>
 #include <regex>
 
-#include "io/hf_writer.hpp"
+#include "export/hf_writer.hpp"
 #include "support/cli.hpp"
 #include "support/errors.hpp"
 #include "support/hf_model.hpp"

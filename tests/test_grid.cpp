@@ -8,6 +8,7 @@
 #include <cmath>
 #include <limits>
 
+#include "quant/scale_search.hpp"
 #include "support/problems.hpp"
 
 namespace cdq {

@@ -10,7 +10,7 @@
 #include <filesystem>
 #include <functional>
 
-#include "io/hf_writer.hpp"
+#include "export/hf_writer.hpp"
 #include "support/errors.hpp"
 #include "support/hf_model.hpp"
 #include "support/tiny_model.hpp"

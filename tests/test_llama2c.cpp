@@ -4,10 +4,11 @@
 #include <gtest/gtest.h>
 
 #include <cdquant/model.hpp>
+#include <cdquant/model_writer.hpp>
 #include <cstring>
 #include <filesystem>
 
-#include "io/llama2c.hpp"
+#include "model/llama2c.hpp"
 #include "support/errors.hpp"
 #include "support/tiny_model.hpp"
 #include "support/tmpdir.hpp"

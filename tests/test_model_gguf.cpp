@@ -10,6 +10,7 @@
 #include <cstring>
 #include <map>
 
+#include "quant/ggml_quants.hpp"
 #include "support/errors.hpp"
 #include "support/tiny_model.hpp"
 #include "support/tmpdir.hpp"

@@ -16,6 +16,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "model/forward_blocks.hpp"
 #include "support/errors.hpp"
 #include "support/tiny_model.hpp"
 #include "support/tmpdir.hpp"

@@ -7,12 +7,12 @@
 #include <cdquant/calibration.hpp>
 #include <cdquant/eval.hpp>
 #include <cdquant/forward.hpp>
-#include <cdquant/linalg.hpp>
 #include <cdquant/model_writer.hpp>
 #include <cdquant/quantize_job.hpp>
 #include <cdquant/text_file.hpp>
 #include <cdquant/tokenizer.hpp>
 
+#include "linalg/linalg.hpp"
 #include "support/cli.hpp"
 #include "support/paths.hpp"
 #include "support/tmpdir.hpp"

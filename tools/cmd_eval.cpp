@@ -4,8 +4,9 @@
 #include <unistd.h>
 
 #include <cdquant/eval.hpp>
-#include <cdquant/gguf_model.hpp>
+#include <cdquant/gguf.hpp>
 #include <cdquant/model.hpp>
+#include <cdquant/model_tokenizer.hpp>
 #include <cdquant/text_file.hpp>
 #include <cdquant/tokenizer.hpp>
 #include <cstdio>

@@ -4,8 +4,8 @@
 #include <fmt/core.h>
 #include <fmt/os.h>
 
-#include <cdquant/gguf_model.hpp>
 #include <cdquant/model.hpp>
+#include <cdquant/model_tokenizer.hpp>
 #include <cdquant/sampling.hpp>
 #include <cdquant/tokenizer.hpp>
 #include <cstdio>

@@ -67,7 +67,4 @@ std::vector<std::vector<int>> make_windows(std::span<const int> stream, int ctx,
 EvalResult evaluate(const Model& model, std::span<const int> stream, const EvalOptions& options,
                     const Model* other = nullptr);
 
-// Per-position log-softmax of logits [T, vocab], in double.
-std::vector<double> log_softmax_row(const float* logits, int64_t vocab);
-
 }  // namespace cdq

@@ -8,8 +8,7 @@
 // tensor data one tensor at a time, so a model never has to be in memory at once.
 #pragma once
 
-#include <cdquant/ggml_quants.hpp>
-#include <cdquant/matrix.hpp>
+#include <cdquant/ggml_type.hpp>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -193,8 +192,8 @@ class GgufReader {
   const GgufTensorInfo& tensor(std::string_view name) const;  // throws Error naming it
   // The stored bytes of a tensor (a view into the mapped file).
   std::span<const uint8_t> tensor_bytes(const GgufTensorInfo& t) const;
-  // Decoded float32 [rows, cols] (cols = dims[0]).
-  Matrix read_matrix(std::string_view name) const;
+  // Lets the OS drop the tensor's pages once it has been read (streaming: RSS at one block).
+  void drop_tensor_pages(const GgufTensorInfo& t) const;
 
  private:
   std::unique_ptr<MappedFile> file_;
@@ -240,5 +239,18 @@ class GgufWriter {
   std::vector<std::pair<std::string, GgufValue>> kv_;
   std::vector<GgufTensorInfo> tensors_;
 };
+
+// Whether a file starts with the GGUF magic.
+bool is_gguf_file(const std::string& path);
+
+// Bits per weight of a GGUF file's 2-D tensors (stored bits / weights) and of all tensors.
+struct GgufSizeInfo {
+  uint64_t file_bytes = 0;
+  uint64_t weights = 0;         // elements of all tensors
+  double bits_per_weight = 0;   // 8 * tensor bytes / elements, all tensors
+  uint64_t linear_weights = 0;  // elements of blk.* 2-D tensors
+  double linear_bits_per_weight = 0;
+};
+GgufSizeInfo gguf_size_info(const std::string& path);
 
 }  // namespace cdq

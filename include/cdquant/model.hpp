@@ -96,11 +96,6 @@ void check_config(const ModelConfig& config);
 void check_block(const BlockWeights& block, const ModelConfig& config, int layer);
 void check_model(const Model& model);
 
-// Writes a float32 llama2.c checkpoint (legacy header, negative vocab when the classifier is
-// not tied). Rejects models llama2.c cannot express: biases, head_dim * n_heads != dim,
-// rope_theta != 10000, norm_eps != 1e-5.
-void write_llama2c(const Model& model, const std::string& path);
-
 // q/k row layouts. HF (and GGUF qwen2) store each head's rows in the rotate-half order (pairs
 // (i, i + head_dim/2)); internally rows are interleaved (pairs (2i, 2i+1)). Per head:
 // interleaved row 2i <- rotate-half row i, interleaved row 2i+1 <- rotate-half row

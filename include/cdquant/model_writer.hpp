@@ -27,10 +27,15 @@ struct GgufExportOptions;
 
 // Output formats: "float" writes the dequantized weights as float32 in the input's own format
 // (llama2.c .bin, HF safetensors directory or GGUF); "gguf" writes a llama.cpp GGUF file in the
-// block types of `gguf` (cdquant/gguf_model.hpp; required for "gguf").
+// block types of `gguf` (cdquant/gguf_export.hpp; required for "gguf").
 std::unique_ptr<ModelWriter> make_model_writer(ModelReader& source, const std::string& out_path,
                                                const std::string& format,
                                                const GgufExportOptions* gguf = nullptr);
+
+// Writes a float32 llama2.c checkpoint (legacy header, negative vocab when the classifier is
+// not tied). Rejects models llama2.c cannot express: biases, head_dim * n_heads != dim,
+// rope_theta != 10000, norm_eps != 1e-5.
+void write_llama2c(const Model& model, const std::string& path);
 
 // Collects every block into an in-memory Model (tests, evaluation, the demo).
 class InMemoryModelWriter : public ModelWriter {

@@ -2,7 +2,8 @@
 // windows from a text file, quantize block by block, write the result.
 #pragma once
 
-#include <cdquant/gguf_model.hpp>
+#include <cdquant/gguf_export.hpp>
+#include <cdquant/model_tokenizer.hpp>
 #include <cdquant/quantize.hpp>
 #include <cstdint>
 #include <functional>
@@ -26,13 +27,6 @@ struct QuantizeJob {
 };
 
 QuantizeSummary run_quantize_job(const QuantizeJob& job);
-
-class Tokenizer;
-
-// The tokenizer at tokenizer_path, or when empty the one stored with the model (beside it,
-// or inside a GGUF file). Throws Error saying what to pass when there is none.
-std::unique_ptr<Tokenizer> tokenizer_for_model(const std::string& model_path,
-                                               const std::string& tokenizer_path);
 
 // Calibration windows (BOS + seqlen - 1 tokens each) sampled with a seed from a text file.
 std::vector<std::vector<int>> calibration_from_file(const std::string& text_path,

@@ -1,7 +1,10 @@
 // GGUF reader: every count, length and offset is checked against the bytes the file really
 // has before anything is read or allocated.
 #include <algorithm>
+#include <cdquant/error.hpp>
 #include <cdquant/gguf.hpp>
+#include <filesystem>
+#include <fstream>
 #include <limits>
 #include <numeric>
 #include <unordered_set>
@@ -224,11 +227,34 @@ std::span<const uint8_t> GgufReader::tensor_bytes(const GgufTensorInfo& t) const
   return {reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()};
 }
 
-Matrix GgufReader::read_matrix(std::string_view name) const {
-  const GgufTensorInfo& t = tensor(name);
-  Matrix m = dequantize_tensor(t.type, tensor_bytes(t), t.rows(), t.cols());
-  file_->drop_pages(data_offset_ + t.offset, t.n_bytes());  // streaming: RSS at one block
-  return m;
+void GgufReader::drop_tensor_pages(const GgufTensorInfo& t) const {
+  file_->drop_pages(data_offset_ + t.offset, t.n_bytes());
+}
+
+bool is_gguf_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  char magic[4] = {};
+  in.read(magic, 4);
+  return in.gcount() == 4 && std::string_view(magic, 4) == "GGUF";
+}
+
+GgufSizeInfo gguf_size_info(const std::string& path) {
+  const GgufReader r(path);
+  GgufSizeInfo s;
+  s.file_bytes = std::filesystem::file_size(path);
+  uint64_t bytes = 0, linear_bytes = 0;
+  for (const GgufTensorInfo& t : r.tensors()) {
+    s.weights += t.n_elements();
+    bytes += t.n_bytes();
+    if (t.name.rfind("blk.", 0) == 0 && t.dims.size() == 2) {
+      s.linear_weights += t.n_elements();
+      linear_bytes += t.n_bytes();
+    }
+  }
+  if (s.weights) s.bits_per_weight = 8.0 * static_cast<double>(bytes) / s.weights;
+  if (s.linear_weights)
+    s.linear_bits_per_weight = 8.0 * static_cast<double>(linear_bytes) / s.linear_weights;
+  return s;
 }
 
 }  // namespace cdq

@@ -1,3 +1,4 @@
+#include <cdquant/error.hpp>
 #include <cdquant/gguf.hpp>
 
 #include "io/gguf_internal.hpp"

@@ -1,6 +1,7 @@
 // GGUF writer: the header is computed from the declared tensors, then the data is streamed
 // tensor by tensor into path + ".tmp", renamed to path by finish().
 #include <algorithm>
+#include <cdquant/error.hpp>
 #include <cdquant/gguf.hpp>
 #include <cerrno>
 #include <cstdio>

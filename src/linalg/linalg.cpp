@@ -1,7 +1,7 @@
+#include "linalg/linalg.hpp"
+
 #include <cblas.h>
 #include <lapacke.h>
-
-#include <cdquant/linalg.hpp>
 
 namespace cdq {
 

@@ -11,6 +11,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "model/forward_blocks.hpp"
+
 namespace cdq {
 
 namespace {

@@ -6,6 +6,8 @@
 #include <cdquant/forward.hpp>
 #include <cmath>
 
+#include "model/forward_blocks.hpp"
+
 namespace cdq {
 
 Decoder::Decoder(const Model& model) : model_(model) {

@@ -4,6 +4,9 @@
 #include <cdquant/forward.hpp>
 #include <cmath>
 
+#include "model/forward_blocks.hpp"
+#include "model/log_softmax.hpp"
+
 namespace cdq {
 
 std::vector<std::vector<int>> make_windows(std::span<const int> stream, int ctx, bool prepend_bos,

@@ -2,8 +2,10 @@
 // row-parallel OpenMP loops.
 #include <algorithm>
 #include <cdquant/forward.hpp>
-#include <cdquant/linalg.hpp>
 #include <cmath>
+
+#include "linalg/linalg.hpp"
+#include "model/forward_blocks.hpp"
 
 namespace cdq {
 

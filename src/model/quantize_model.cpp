@@ -1,8 +1,9 @@
 #include <array>
 #include <cdquant/forward.hpp>
-#include <cdquant/linalg.hpp>
 #include <cdquant/quantize.hpp>
 #include <chrono>
+
+#include "linalg/linalg.hpp"
 
 namespace cdq {
 

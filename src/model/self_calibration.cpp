@@ -4,12 +4,13 @@
 #include <algorithm>
 #include <atomic>
 #include <cdquant/error.hpp>
-#include <cdquant/linalg.hpp>
 #include <cdquant/rng.hpp>
 #include <cdquant/self_calibration.hpp>
 #include <chrono>
 #include <cmath>
 #include <exception>
+
+#include "linalg/linalg.hpp"
 
 namespace cdq {
 

@@ -5,11 +5,11 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <cdquant/linalg.hpp>
 #include <chrono>
 #include <cmath>
 #include <limits>
 
+#include "linalg/linalg.hpp"
 #include "quant/cd_impl.hpp"
 #include "quant/gptq.hpp"
 #include "quant/hessian.hpp"

@@ -25,6 +25,7 @@
 #include <optional>
 
 #include "quant/cd_impl.hpp"
+#include "quant/scale_search.hpp"
 
 namespace cdq::cdk {
 

@@ -4,9 +4,10 @@
 #pragma once
 
 #include <bit>
-#include <cdquant/ggml_quants.hpp>
 #include <cstdint>
 #include <cstring>
+
+#include "quant/ggml_quants.hpp"
 
 namespace cdq::ggml {
 

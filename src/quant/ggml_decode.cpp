@@ -1,11 +1,11 @@
 // Decoding of every supported ggml type: the float expressions of ggml's dequantize_row_*,
 // evaluated in the same order (products of fp16 d and small integers are exact in float, the
 // only rounding is the final subtraction of the min), so the floats match ggml bit for bit.
-#include <cdquant/ggml_quants.hpp>
 #include <cdquant/half.hpp>
 #include <cstring>
 
 #include "quant/ggml_blocks.hpp"
+#include "quant/ggml_quants.hpp"
 
 #if defined(__clang__)
 #pragma clang fp contract(off)

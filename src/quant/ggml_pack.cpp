@@ -1,10 +1,10 @@
 // Writes ggml blocks from block parameters and grid codes (the inverse of ggml_decode.cpp's
 // bit layout), and the reference bytes of a matrix in any supported type.
-#include <cdquant/ggml_quants.hpp>
 #include <cdquant/half.hpp>
 #include <cstring>
 
 #include "quant/ggml_blocks.hpp"
+#include "quant/ggml_quants.hpp"
 
 namespace cdq {
 namespace {

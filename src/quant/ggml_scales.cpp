@@ -3,7 +3,6 @@
 // (quantize_row_*_impl), step for step. Each row chooser fills one row of QuantizedBlocks:
 // fp16 d/dmin per block, the integer sub-block scales/mins, and the codes the rule picked.
 #include <algorithm>
-#include <cdquant/ggml_quants.hpp>
 #include <cdquant/half.hpp>
 #include <cfloat>
 #include <cmath>
@@ -11,7 +10,9 @@
 #include <optional>
 
 #include "quant/ggml_blocks.hpp"
+#include "quant/ggml_quants.hpp"
 #include "quant/ggml_search.hpp"
+#include "quant/scale_search.hpp"
 
 #if defined(__clang__)
 #pragma clang fp contract(off)

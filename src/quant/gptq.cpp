@@ -7,11 +7,12 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <cdquant/linalg.hpp>
 #include <cmath>
 #include <numeric>
 
+#include "linalg/linalg.hpp"
 #include "quant/hessian.hpp"
+#include "quant/scale_search.hpp"
 
 namespace cdq {
 

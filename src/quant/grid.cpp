@@ -2,6 +2,8 @@
 #include <cdquant/grid.hpp>
 #include <cmath>
 
+#include "quant/scale_search.hpp"
+
 namespace cdq {
 
 ScaleSearch parse_scale_search(std::string_view name) {

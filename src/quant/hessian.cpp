@@ -1,8 +1,9 @@
 #include "quant/hessian.hpp"
 
 #include <algorithm>
-#include <cdquant/linalg.hpp>
 #include <cmath>
+
+#include "linalg/linalg.hpp"
 
 namespace cdq {
 

@@ -15,14 +15,17 @@
 // owc_exact_cols columns: O(n * owc_exact_cols) per row and candidate) and only min-max plus
 // the spec.owc_refine best screened ones are scored exactly; the kept candidate is still
 // chosen by the exact score, so OWC stays never worse than min-max.
+#include "quant/scale_search.hpp"
+
 #include <algorithm>
 #include <cdquant/grid.hpp>
 #include <cdquant/half.hpp>
-#include <cdquant/linalg.hpp>
 #include <cmath>
 #include <limits>
 #include <numeric>
 #include <vector>
+
+#include "linalg/linalg.hpp"
 
 namespace cdq {
 

@@ -1,9 +1,9 @@
 // solve_layer: validation, dispatch through the method's registry row, and the true objective.
-#include <cdquant/linalg.hpp>
 #include <cdquant/solver.hpp>
 #include <chrono>
 #include <cmath>
 
+#include "linalg/linalg.hpp"
 #include "quant/method_stages.hpp"
 
 namespace cdq {

@@ -1,8 +1,9 @@
 #include <algorithm>
-#include <cdquant/linalg.hpp>
 #include <cdquant/rng.hpp>
 #include <cdquant/synthetic.hpp>
 #include <cmath>
+
+#include "linalg/linalg.hpp"
 
 namespace cdq {
 

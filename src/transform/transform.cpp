@@ -1,11 +1,12 @@
 // The transform stage: the dense orthogonal reference and the registry of named transforms.
 #include <algorithm>
 #include <cdquant/error.hpp>
-#include <cdquant/linalg.hpp>
 #include <cdquant/transform.hpp>
 #include <cmath>
 #include <limits>
 #include <string>
+
+#include "linalg/linalg.hpp"
 
 namespace cdq {
 

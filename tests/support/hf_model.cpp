@@ -6,7 +6,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "io/hf_writer.hpp"
+#include "export/hf_writer.hpp"
 
 namespace cdq::test {
 

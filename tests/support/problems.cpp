@@ -1,8 +1,9 @@
 #include "support/problems.hpp"
 
-#include <cdquant/linalg.hpp>
 #include <cdquant/rng.hpp>
 #include <cmath>
+
+#include "linalg/linalg.hpp"
 
 namespace cdq::test {
 

@@ -16,8 +16,10 @@
 //    32-weight types; cdquant writes F16 too).
 // Not modelled: llama.cpp's special cases for 70B (attn_v) and mixture-of-experts models, and
 // its Q2_K / IQ mixes (--type Q2_K is plain Q2_K).
-#include <cdquant/gguf_model.hpp>
+#include <cdquant/gguf_export.hpp>
 #include <regex>
+
+#include "model/gguf_arch.hpp"
 
 namespace cdq {
 

@@ -1,26 +1,15 @@
 #include <algorithm>
 #include <cdquant/calibration.hpp>
-#include <cdquant/gguf_model.hpp>
-#include <cdquant/gptq_checkpoint.hpp>
+#include <cdquant/gguf_export.hpp>
+#include <cdquant/gptq_export.hpp>
 #include <cdquant/model_writer.hpp>
 #include <cdquant/quantize_job.hpp>
 #include <cdquant/text_file.hpp>
 #include <cdquant/tokenizer.hpp>
 
-#include "io/hf_writer.hpp"
+#include "export/hf_writer.hpp"
 
 namespace cdq {
-
-std::unique_ptr<Tokenizer> tokenizer_for_model(const std::string& model_path,
-                                               const std::string& tokenizer_path) {
-  if (tokenizer_path.empty() && is_gguf_file(model_path)) return load_gguf_tokenizer(model_path);
-  const std::string path = tokenizer_path.empty() ? find_tokenizer_for(model_path) : tokenizer_path;
-  CDQ_CHECK(!path.empty(),
-            "no tokenizer found beside {} (looked for tokenizer.json, tokenizer.model, "
-            "tokenizer.bin, tok*.bin, tok*.model): pass --tokenizer",
-            model_path);
-  return load_tokenizer(path);
-}
 
 std::vector<std::vector<int>> calibration_from_file(const std::string& text_path,
                                                     const Tokenizer& tokenizer, int nsamples,

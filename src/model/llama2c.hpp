@@ -15,6 +15,14 @@ struct Llama2cHeader {
 };
 constexpr uint64_t kLlama2cHeaderBytes = 7 * sizeof(int32_t);
 
+// Limits against absurd header values (a corrupt or foreign file): far above any real model
+// but low enough that every size below fits comfortably in 64 bits.
+constexpr int32_t kLlama2cMaxDim = 1 << 16;
+constexpr int32_t kLlama2cMaxHidden = 1 << 18;
+constexpr int32_t kLlama2cMaxLayers = 1 << 10;
+constexpr int32_t kLlama2cMaxVocab = 1 << 22;
+constexpr int32_t kLlama2cMaxSeq = 1 << 22;
+
 // Validates the header values and turns them into a config. Throws Error naming `what`.
 ModelConfig llama2c_config(const Llama2cHeader& h, const std::string& what);
 

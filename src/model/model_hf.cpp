@@ -1,16 +1,20 @@
 // HF safetensors model directories as a streaming ModelReader.
-#include "io/model_hf.hpp"
+#include "model/model_hf.hpp"
 
 #include <cdquant/error.hpp>
-#include <cdquant/safetensors.hpp>
-#include <cdquant/text_file.hpp>
 #include <filesystem>
+
+#include "io/json_file.hpp"
 
 namespace cdq {
 
 namespace fs = std::filesystem;
 
 namespace {
+
+constexpr const char* kHfLinearNames[] = {
+    "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+    "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
 
 int get_int(const nlohmann::json& j, const char* key, const std::string& what) {
   CDQ_CHECK(j.contains(key) && j[key].is_number_integer(),
@@ -59,98 +63,81 @@ std::string architecture(const nlohmann::json& j, const std::string& what) {
       what, name, type);
 }
 
-class HfReader final : public ModelReader {
- public:
-  explicit HfReader(const std::string& path) : path_(path) {
-    const fs::path dir = fs::is_directory(path) ? fs::path(path) : fs::path(path).parent_path();
-    const std::string cfg_path = (dir / "config.json").string();
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(read_file(cfg_path));
-    } catch (const nlohmann::json::exception& e) {
-      fail("{}: invalid JSON: {}", cfg_path, e.what());
-    }
-    config_ = hf_model_config(j, cfg_path);
-    st_ = std::make_unique<SafetensorsDir>(path);
-    if (!j.contains("tie_word_embeddings"))  // not stated: tied exactly when lm_head is absent
-      config_.tied_embeddings = !st_->contains("lm_head.weight");
-    if (!config_.tied_embeddings)
-      CDQ_CHECK(st_->contains("lm_head.weight"),
-                "{}: tie_word_embeddings is false but lm_head.weight is missing", path);
-  }
-
-  const ModelConfig& config() const override { return config_; }
-  std::string format() const override { return "hf"; }
-
-  Matrix read_embeddings() override {
-    Matrix m = st_->read_matrix("model.embed_tokens.weight");
-    expect_shape(m, config_.vocab_size, config_.dim, "model.embed_tokens.weight");
-    return m;
-  }
-
-  BlockWeights read_block(int layer) override {
-    const ModelConfig& c = config_;
-    CDQ_CHECK(layer >= 0 && layer < c.n_layers, "{}: layer {} out of range (n_layers {})", path_,
-              layer, c.n_layers);
-    const std::string p = fmt::format("model.layers.{}.", layer);
-    BlockWeights b;
-    b.attn_norm = st_->read_floats(p + "input_layernorm.weight");
-    b.ffn_norm = st_->read_floats(p + "post_attention_layernorm.weight");
-    b.wq = rotate_half_to_interleaved(linear(p + "self_attn.q_proj"), c.head_dim);
-    b.wk = rotate_half_to_interleaved(linear(p + "self_attn.k_proj"), c.head_dim);
-    b.wv = linear(p + "self_attn.v_proj");
-    b.wo = linear(p + "self_attn.o_proj");
-    b.w_gate = linear(p + "mlp.gate_proj");
-    b.w_up = linear(p + "mlp.up_proj");
-    b.w_down = linear(p + "mlp.down_proj");
-    if (c.qkv_bias) {
-      b.bq = rotate_half_to_interleaved(st_->read_floats(p + "self_attn.q_proj.bias"), c.head_dim);
-      b.bk = rotate_half_to_interleaved(st_->read_floats(p + "self_attn.k_proj.bias"), c.head_dim);
-      b.bv = st_->read_floats(p + "self_attn.v_proj.bias");
-    }
-    check_block(b, c, layer);
-    return b;
-  }
-
-  std::vector<float> read_final_norm() override {
-    auto v = st_->read_floats("model.norm.weight");
-    CDQ_CHECK(static_cast<int>(v.size()) == config_.dim,
-              "{}: model.norm.weight has {} values, "
-              "expected {}",
-              path_, v.size(), config_.dim);
-    return v;
-  }
-
-  Matrix read_output() override {
-    if (config_.tied_embeddings) return {};
-    Matrix m = st_->read_matrix("lm_head.weight");
-    expect_shape(m, config_.vocab_size, config_.dim, "lm_head.weight");
-    return m;
-  }
-
- private:
-  void expect_shape(const Matrix& m, int64_t rows, int64_t cols, const std::string& name) const {
-    CDQ_CHECK(m.rows == rows && m.cols == cols, "{}: {} has shape [{}, {}], expected [{}, {}]",
-              path_, name, m.rows, m.cols, rows, cols);
-  }
-
-  // A float linear (prefix.weight) as [out, in]. GPTQ-packed checkpoints (qweight ...) are
-  // read by the GPTQ reader (open_model picks it from quantization_config).
-  Matrix linear(const std::string& prefix) const {
-    if (st_->contains(prefix + ".weight")) return st_->read_matrix(prefix + ".weight");
-    CDQ_CHECK(!st_->contains(prefix + ".qweight"),
-              "{}: {} is GPTQ-packed but config.json has no quantization_config with "
-              "quant_method 'gptq'",
-              path_, prefix);
-    fail("{}: tensor {}.weight is missing", path_, prefix);
-  }
-
-  std::string path_;
-  ModelConfig config_;
-  std::unique_ptr<SafetensorsDir> st_;
-};
-
 }  // namespace
+
+std::string hf_linear_prefix(int layer, Linear l) {
+  return fmt::format("model.layers.{}.{}", layer, kHfLinearNames[static_cast<int>(l)]);
+}
+
+HfModelReader::HfModelReader(const std::string& path, const Hooks& hooks) : path_(path) {
+  const fs::path dir = fs::is_directory(path) ? fs::path(path) : fs::path(path).parent_path();
+  const std::string cfg_path = (dir / "config.json").string();
+  const nlohmann::json j = read_json_file(cfg_path);
+  config_ = hf_model_config(j, cfg_path);
+  if (hooks.on_config) hooks.on_config(j, cfg_path);
+  st_ = std::make_unique<SafetensorsDir>(path);
+  if (!j.contains("tie_word_embeddings"))  // not stated: tied exactly when lm_head is absent
+    config_.tied_embeddings = !st_->contains("lm_head.weight");
+  if (hooks.on_tensors) hooks.on_tensors(*st_);
+  if (!config_.tied_embeddings)
+    CDQ_CHECK(st_->contains("lm_head.weight"),
+              "{}: tie_word_embeddings is false but lm_head.weight is missing", path);
+}
+
+Matrix HfModelReader::read_embeddings() {
+  return read_matrix("model.embed_tokens.weight", config_.vocab_size, config_.dim);
+}
+
+BlockWeights HfModelReader::read_block(int layer) {
+  const ModelConfig& c = config_;
+  CDQ_CHECK(layer >= 0 && layer < c.n_layers, "{}: layer {} out of range (n_layers {})", path_,
+            layer, c.n_layers);
+  const std::string p = fmt::format("model.layers.{}.", layer);
+  BlockWeights b;
+  b.attn_norm = st_->read_floats(p + "input_layernorm.weight");
+  b.ffn_norm = st_->read_floats(p + "post_attention_layernorm.weight");
+  for (Linear l : kAllLinears) {
+    Matrix w = read_linear(layer, l);
+    if (l == Linear::Q || l == Linear::K) w = rotate_half_to_interleaved(w, c.head_dim);
+    b.linear(l) = std::move(w);
+  }
+  if (c.qkv_bias) {
+    b.bq = rotate_half_to_interleaved(st_->read_floats(p + "self_attn.q_proj.bias"), c.head_dim);
+    b.bk = rotate_half_to_interleaved(st_->read_floats(p + "self_attn.k_proj.bias"), c.head_dim);
+    b.bv = st_->read_floats(p + "self_attn.v_proj.bias");
+  }
+  check_block(b, c, layer);
+  return b;
+}
+
+std::vector<float> HfModelReader::read_final_norm() {
+  auto v = st_->read_floats("model.norm.weight");
+  CDQ_CHECK(static_cast<int64_t>(v.size()) == config_.dim,
+            "{}: model.norm.weight has {} values, expected {}", path_, v.size(), config_.dim);
+  return v;
+}
+
+Matrix HfModelReader::read_output() {
+  if (config_.tied_embeddings) return {};
+  return read_matrix("lm_head.weight", config_.vocab_size, config_.dim);
+}
+
+Matrix HfModelReader::read_linear(int layer, Linear l) const {
+  const std::string prefix = hf_linear_prefix(layer, l);
+  if (st_->contains(prefix + ".weight")) return st_->read_matrix(prefix + ".weight");
+  CDQ_CHECK(!st_->contains(prefix + ".qweight"),
+            "{}: {} is GPTQ-packed but config.json has no quantization_config with "
+            "quant_method 'gptq'",
+            path_, prefix);
+  fail("{}: tensor {}.weight is missing", path_, prefix);
+}
+
+Matrix HfModelReader::read_matrix(const std::string& name, int64_t rows, int64_t cols) const {
+  Matrix m = st_->read_matrix(name);
+  CDQ_CHECK(m.rows == rows && m.cols == cols, "{}: {} has shape [{}, {}], expected [{}, {}]", path_,
+            name, m.rows, m.cols, rows, cols);
+  return m;
+}
 
 ModelConfig hf_model_config(const nlohmann::json& j, const std::string& what) {
   CDQ_CHECK(j.is_object(), "{}: config.json is not a JSON object", what);
@@ -187,7 +174,7 @@ ModelConfig hf_model_config(const nlohmann::json& j, const std::string& what) {
 }
 
 std::unique_ptr<ModelReader> open_hf_model(const std::string& path) {
-  return std::make_unique<HfReader>(path);
+  return std::make_unique<HfModelReader>(path);
 }
 
 }  // namespace cdq

@@ -12,14 +12,15 @@
 // weight rounded to that type), so the solvers leave it as the rounded weight.
 #include <algorithm>
 #include <cdquant/gguf.hpp>
-#include <cdquant/gguf_model.hpp>
+#include <cdquant/gguf_export.hpp>
 #include <cdquant/half.hpp>
 #include <cstring>
 #include <filesystem>
 #include <map>
 #include <optional>
 
-#include "io/gguf_model.hpp"
+#include "model/gguf_arch.hpp"
+#include "quant/ggml_quants.hpp"
 
 namespace cdq {
 

@@ -1,5 +1,6 @@
-// llama2.c legacy checkpoint reader (memory-mapped, one block at a time) and writer.
-#include "io/llama2c.hpp"
+// llama2.c legacy checkpoint reader (memory-mapped, one block at a time); the writer is
+// src/export/llama2c_writer.cpp.
+#include "model/llama2c.hpp"
 
 #include <bit>
 #include <cdquant/error.hpp>
@@ -16,14 +17,6 @@ static_assert(std::endian::native == std::endian::little,
               "llama2.c checkpoints are little-endian; big-endian hosts are not supported");
 
 namespace {
-
-// Limits against absurd header values (a corrupt or foreign file): far above any real model
-// but low enough that every size below fits comfortably in 64 bits.
-constexpr int32_t kMaxDim = 1 << 16;
-constexpr int32_t kMaxHidden = 1 << 18;
-constexpr int32_t kMaxLayers = 1 << 10;
-constexpr int32_t kMaxVocab = 1 << 22;
-constexpr int32_t kMaxSeq = 1 << 22;
 
 // Offsets in floats from the end of the header of each stacked array.
 struct Layout {
@@ -136,36 +129,6 @@ class Llama2cReader final : public ModelReader {
 
 // Buffered float writer. Writes to PATH.partial and renames on success, so that a failed
 // write never leaves a truncated checkpoint under the real name.
-class FloatWriter {
- public:
-  explicit FloatWriter(const std::string& path)
-      : path_(path), tmp_(path + ".partial"), out_(tmp_, std::ios::binary) {
-    CDQ_CHECK(out_.good(), "{}: cannot open for writing", tmp_);
-  }
-  ~FloatWriter() {
-    if (!done_) {
-      out_.close();
-      std::remove(tmp_.c_str());
-    }
-  }
-  void raw(const void* p, size_t bytes) {
-    out_.write(static_cast<const char*>(p), static_cast<std::streamsize>(bytes));
-  }
-  void floats(std::span<const float> v) { raw(v.data(), v.size() * sizeof(float)); }
-  void finish() {
-    out_.close();
-    CDQ_CHECK(!out_.fail(), "{}: write failed (disk full?)", tmp_);
-    CDQ_CHECK(std::rename(tmp_.c_str(), path_.c_str()) == 0, "{}: cannot rename {} to it", path_,
-              tmp_);
-    done_ = true;
-  }
-
- private:
-  std::string path_, tmp_;
-  std::ofstream out_;
-  bool done_ = false;
-};
-
 }  // namespace
 
 ModelConfig llama2c_config(const Llama2cHeader& h, const std::string& what) {
@@ -178,12 +141,14 @@ ModelConfig llama2c_config(const Llama2cHeader& h, const std::string& what) {
   CDQ_CHECK(h.dim > 0 && h.hidden_dim > 0 && h.n_layers > 0 && h.n_heads > 0 && h.n_kv_heads > 0 &&
                 h.vocab_size != 0 && h.seq_len > 0,
             "{}: bad llama2.c header ({}): sizes must be positive", what, header_text());
-  CDQ_CHECK(h.dim <= kMaxDim && h.hidden_dim <= kMaxHidden && h.n_layers <= kMaxLayers &&
-                h.n_heads <= h.dim && h.vocab_size >= -kMaxVocab && h.vocab_size <= kMaxVocab &&
-                h.seq_len <= kMaxSeq,
+  CDQ_CHECK(h.dim <= kLlama2cMaxDim && h.hidden_dim <= kLlama2cMaxHidden &&
+                h.n_layers <= kLlama2cMaxLayers && h.n_heads <= h.dim &&
+                h.vocab_size >= -kLlama2cMaxVocab && h.vocab_size <= kLlama2cMaxVocab &&
+                h.seq_len <= kLlama2cMaxSeq,
             "{}: bad llama2.c header ({}): values beyond any plausible model (limits: dim {}, "
             "hidden_dim {}, n_layers {}, n_heads <= dim, |vocab_size| {}, seq_len {})",
-            what, header_text(), kMaxDim, kMaxHidden, kMaxLayers, kMaxVocab, kMaxSeq);
+            what, header_text(), kLlama2cMaxDim, kLlama2cMaxHidden, kLlama2cMaxLayers,
+            kLlama2cMaxVocab, kLlama2cMaxSeq);
   CDQ_CHECK(h.dim % h.n_heads == 0,
             "{}: bad llama2.c header ({}): dim is not a multiple of "
             "n_heads",
@@ -216,56 +181,6 @@ uint64_t llama2c_file_bytes(const ModelConfig& c) {
 
 std::unique_ptr<ModelReader> open_llama2c(const std::string& path) {
   return std::make_unique<Llama2cReader>(path);
-}
-
-void write_llama2c(const Model& m, const std::string& path) {
-  check_model(m);
-  const ModelConfig& c = m.config;
-  CDQ_CHECK(!c.qkv_bias, "{}: llama2.c checkpoints cannot hold q/k/v biases ({} model)", path,
-            c.arch);
-  CDQ_CHECK(c.q_dim() == c.dim, "{}: llama2.c needs n_heads * head_dim == dim (here {} * {} != {})",
-            path, c.n_heads, c.head_dim, c.dim);
-  CDQ_CHECK(c.rope_theta == 10000.0f && c.norm_eps == 1e-5f,
-            "{}: llama2.c fixes rope_theta = 10000 and norm_eps = 1e-5 (model has {} and {})", path,
-            c.rope_theta, c.norm_eps);
-  CDQ_CHECK(c.dim <= kMaxDim && c.hidden_dim <= kMaxHidden && c.n_layers <= kMaxLayers &&
-                c.vocab_size <= kMaxVocab && c.max_seq_len <= kMaxSeq,
-            "{}: model too large for the llama2.c header limits", path);
-
-  const Llama2cHeader h{c.dim,        c.hidden_dim,
-                        c.n_layers,   c.n_heads,
-                        c.n_kv_heads, c.tied_embeddings ? c.vocab_size : -c.vocab_size,
-                        c.max_seq_len};
-  FloatWriter out(path);
-  out.raw(&h, sizeof h);
-  out.floats(m.tok_embeddings.span());
-  auto each_block = [&](auto&& get) {
-    for (const BlockWeights& b : m.blocks) out.floats(get(b));
-  };
-  each_block([](const BlockWeights& b) { return std::span<const float>(b.attn_norm); });
-  each_block([](const BlockWeights& b) { return b.wq.span(); });
-  each_block([](const BlockWeights& b) { return b.wk.span(); });
-  each_block([](const BlockWeights& b) { return b.wv.span(); });
-  each_block([](const BlockWeights& b) { return b.wo.span(); });
-  each_block([](const BlockWeights& b) { return std::span<const float>(b.ffn_norm); });
-  each_block([](const BlockWeights& b) { return b.w_gate.span(); });
-  each_block([](const BlockWeights& b) { return b.w_down.span(); });
-  each_block([](const BlockWeights& b) { return b.w_up.span(); });
-  out.floats(m.final_norm);
-  // Legacy RoPE tables, filled with the real values so that old readers that use them work.
-  const int half = c.head_dim / 2;
-  std::vector<float> cos_t(static_cast<size_t>(c.max_seq_len) * half);
-  std::vector<float> sin_t(cos_t.size());
-  for (int pos = 0; pos < c.max_seq_len; ++pos)
-    for (int i = 0; i < half; ++i) {
-      const double freq = std::pow(static_cast<double>(c.rope_theta), -2.0 * i / c.head_dim);
-      cos_t[static_cast<size_t>(pos) * half + i] = static_cast<float>(std::cos(pos * freq));
-      sin_t[static_cast<size_t>(pos) * half + i] = static_cast<float>(std::sin(pos * freq));
-    }
-  out.floats(cos_t);
-  out.floats(sin_t);
-  if (!c.tied_embeddings) out.floats(m.output.span());
-  out.finish();
 }
 
 }  // namespace cdq

@@ -5,7 +5,7 @@
 // header is final and its data can be appended block by block in layer order; tensors outside
 // the blocks go last. Offsets follow that writing order, not name order: safetensors only
 // requires non-overlapping regions (the reference loader sorts by offset), and HF loads by name.
-#include "io/hf_writer.hpp"
+#include "export/hf_writer.hpp"
 
 #include <cdquant/error.hpp>
 #include <cdquant/text_file.hpp>
@@ -22,10 +22,6 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 namespace {
-
-constexpr const char* kHfLinearNames[] = {
-    "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-    "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
 
 // Layer of "model.layers.{i}.…", or -1.
 int layer_of(const std::string& name) {
@@ -54,33 +50,6 @@ fs::path source_dir(const std::string& source_path) {
 }
 
 }  // namespace
-
-std::string hf_linear_prefix(int layer, Linear l) {
-  return fmt::format("model.layers.{}.{}", layer, kHfLinearNames[static_cast<int>(l)]);
-}
-
-json read_json_file(const std::string& path) {
-  try {
-    return json::parse(read_file(path));
-  } catch (const json::exception& e) {
-    fail("{}: invalid JSON: {}", path, e.what());
-  }
-}
-
-void write_json_file(const std::string& path, const json& j) {
-  const std::string tmp = path + ".tmp";
-  const std::string text = j.dump(2) + "\n";
-  std::FILE* f = std::fopen(tmp.c_str(), "wb");
-  CDQ_CHECK(f != nullptr, "{}: cannot create: {}", tmp, std::strerror(errno));
-  const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
-  const bool closed = std::fclose(f) == 0;
-  if (!ok || !closed) {
-    std::error_code ec;
-    fs::remove(tmp, ec);
-    fail("{}: write failed", tmp);
-  }
-  fs::rename(tmp, path);
-}
 
 json hf_config_for(const ModelConfig& c, const std::string& torch_dtype) {
   const char* arch = c.arch == "qwen2"     ? "Qwen2ForCausalLM"

@@ -1,6 +1,6 @@
-// GGUF llama-family models (llama.cpp's format): the per-tensor type plan (single types and
-// llama.cpp's K-quant mixes, overrides, fallbacks), a streaming model writer whose quantized
-// tensors carry exactly the codes a solver chose, and a ModelReader that dequantizes every type.
+// GGUF llama-family models (llama.cpp's format) as outputs: the per-tensor type plan (single
+// types and llama.cpp's K-quant mixes, overrides, fallbacks) and a streaming model writer whose
+// quantized tensors carry exactly the codes a solver chose. Reading them back: open_model().
 //
 // Layout facts (llama.cpp's convert_hf_to_gguf / llama-model-loader): arch "llama" stores q/k
 // rows in the interleaved RoPE order cdquant uses internally; arch "qwen2" (NEOX rope) stores
@@ -8,7 +8,7 @@
 // written as "llama". output.weight is absent when the classifier is tied to token_embd.
 #pragma once
 
-#include <cdquant/ggml_quants.hpp>
+#include <cdquant/ggml_type.hpp>
 #include <cdquant/model.hpp>
 #include <cdquant/model_writer.hpp>
 #include <cdquant/quantize.hpp>
@@ -16,7 +16,6 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <string_view>
 #include <vector>
 
 namespace cdq {
@@ -66,9 +65,6 @@ class GgufPlan {
   std::vector<std::string> notes_;
 };
 
-// GGUF tensor names.
-std::string gguf_linear_name(int layer, Linear l);  // "blk.3.attn_q.weight"
-
 // Writes a model to GGUF as it comes out of quantize_model: grid_chooser() fixes each linear's
 // grid to its ggml type's block scales (kept until the block is written), write_block packs
 // the solver's codes. Blocks with no LinearResults (whole-model conversion) are quantized with
@@ -92,32 +88,5 @@ class GgufModelWriter : public ModelWriter {
 // Whole in-memory model to GGUF with ggml's reference quantizers (no calibration).
 void write_gguf_model(const Model& model, const TokenizerVocab& vocab, const std::string& path,
                       const GgufExportOptions& options);
-
-// Reads a llama / qwen2 / mistral GGUF model; tensors of every supported type are dequantized
-// to float. Throws Error for another architecture, missing keys or wrong shapes.
-std::unique_ptr<ModelReader> open_gguf_model(const std::string& path);
-bool is_gguf_file(const std::string& path);  // starts with the GGUF magic
-
-// The tokenizer stored in a GGUF file's metadata.
-std::unique_ptr<Tokenizer> load_gguf_tokenizer(const std::string& path);
-
-// The tokenizer for a model: tokenizer_path when given, else the one inside a GGUF model, else
-// the one stored beside the model (find_tokenizer_for). Throws Error when there is none.
-std::unique_ptr<Tokenizer> load_model_tokenizer(const std::string& model_path,
-                                                const std::string& tokenizer_path = "");
-// Throws Error, naming `tokenizer_name`, when the tokenizer has ids beyond the model's
-// vocabulary (a tokenizer smaller than the vocabulary is fine: padded embeddings).
-void check_tokenizer_fits(const Tokenizer& tokenizer, const ModelConfig& config,
-                          const std::string& tokenizer_name);
-
-// Bits per weight of a GGUF file's 2-D tensors (stored bits / weights) and of all tensors.
-struct GgufSizeInfo {
-  uint64_t file_bytes = 0;
-  uint64_t weights = 0;         // elements of all tensors
-  double bits_per_weight = 0;   // 8 * tensor bytes / elements, all tensors
-  uint64_t linear_weights = 0;  // elements of blk.* 2-D tensors
-  double linear_bits_per_weight = 0;
-};
-GgufSizeInfo gguf_size_info(const std::string& path);
 
 }  // namespace cdq

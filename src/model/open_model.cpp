@@ -2,16 +2,16 @@
 // the tokenizer stored beside a checkpoint.
 #include <algorithm>
 #include <cdquant/error.hpp>
-#include <cdquant/gguf_model.hpp>
 #include <cdquant/gptq_checkpoint.hpp>
 #include <cdquant/model.hpp>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 
-#include "io/llama2c.hpp"
-#include "io/model_gguf.hpp"
-#include "io/model_hf.hpp"
+#include "model/gguf_model_reader.hpp"
+#include "model/gptq_config.hpp"
+#include "model/llama2c.hpp"
+#include "model/model_hf.hpp"
 
 namespace cdq {
 

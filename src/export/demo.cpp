@@ -2,11 +2,12 @@
 #include <cdquant/calibration.hpp>
 #include <cdquant/demo.hpp>
 #include <cdquant/eval.hpp>
-#include <cdquant/linalg.hpp>
 #include <cdquant/model_writer.hpp>
 #include <cdquant/quantize_job.hpp>
 #include <cdquant/text_file.hpp>
 #include <cdquant/tokenizer.hpp>
+
+#include "linalg/linalg.hpp"
 
 namespace cdq {
 

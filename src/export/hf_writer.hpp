@@ -14,18 +14,13 @@
 #include <string>
 #include <vector>
 
+#include "io/json_file.hpp"
+#include "model/model_hf.hpp"
+
 namespace cdq {
 
 // Largest shard of an HF output (decimal, as HF's "2GB"); a bigger tensor gets its own shard.
 constexpr uint64_t kHfShardBytes = 2'000'000'000;
-
-// "model.layers.3.self_attn.q_proj" (no ".weight" suffix).
-std::string hf_linear_prefix(int layer, Linear l);
-
-// config.json of a directory (throws Error naming the file on bad JSON).
-nlohmann::json read_json_file(const std::string& path);
-// Writes JSON (indented) through a temporary file.
-void write_json_file(const std::string& path, const nlohmann::json& j);
 
 // config.json for a model read from a non-HF source (llama2.c, GGUF): Llama/Mistral/Qwen2
 // fields that the HF reader and transformers need.

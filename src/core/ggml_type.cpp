@@ -1,7 +1,8 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
-#include <cdquant/ggml_quants.hpp>
+#include <cdquant/error.hpp>
+#include <cdquant/ggml_type.hpp>
 #include <string>
 
 namespace cdq {

@@ -1,0 +1,21 @@
+// GPTQ checkpoints as outputs (layout: cdquant/gptq_checkpoint.hpp).
+#pragma once
+
+#include <cdquant/gptq_checkpoint.hpp>
+#include <cdquant/model.hpp>
+#include <cdquant/model_writer.hpp>
+#include <cdquant/quantize.hpp>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace cdq {
+
+// GPTQ output of any source (HF, llama2.c, GGUF): streamed block by block into out_dir.
+// options.solver.grid must have fp16_scales set for an exact round trip (run_quantize_job does).
+std::unique_ptr<ModelWriter> make_gptq_writer(ModelReader& source, const std::string& source_path,
+                                              const std::string& out_dir,
+                                              const QuantizeOptions& options,
+                                              uint64_t max_shard_bytes = 2'000'000'000);
+
+}  // namespace cdq

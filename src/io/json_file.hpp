@@ -1,0 +1,14 @@
+// JSON files (config.json, quantize_config.json, tokenizer.json).
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace cdq {
+
+// The parsed file (throws Error naming the file on bad JSON).
+nlohmann::json read_json_file(const std::string& path);
+// Writes JSON (indented) through a temporary file.
+void write_json_file(const std::string& path, const nlohmann::json& j);
+
+}  // namespace cdq
