@@ -72,7 +72,9 @@ TEST(Methods, TodaysNamesAndStructure) {
     SolverOptions o;
     const Method s = start_of(Method(row), o);
     EXPECT_TRUE(s.info().is_start()) << row.name;
-    if (row.is_start()) EXPECT_EQ(s, Method(row));
+    if (row.is_start()) {
+      EXPECT_EQ(s, Method(row));
+    }
   }
 }
 
@@ -97,7 +99,9 @@ TEST(Methods, HessianAndGridNeeds) {
   EXPECT_TRUE(needs_hessian(parse_method("rtn"), opt));
   opt.grid.search = ScaleSearch::MinMax;
   for (const MethodInfo& row : method_table()) {
-    if (row.name != "rtn") EXPECT_TRUE(needs_hessian(Method(row), opt)) << row.name;
+    if (row.name != "rtn") {
+      EXPECT_TRUE(needs_hessian(Method(row), opt)) << row.name;
+    }
     EXPECT_TRUE(supports(Method(row), GridKind::Free)) << row.name;
     EXPECT_TRUE(supports(Method(row), GridKind::GgmlBlock)) << row.name;
   }
@@ -179,7 +183,9 @@ TEST(Methods, EveryRefinementComposesWithEveryStart) {
         EXPECT_NEAR(r.convergence.front(), f_start, 1e-5 * f_start) << ctx;
         for (size_t k = 1; k < r.convergence.size(); ++k)
           EXPECT_LE(r.convergence[k], r.convergence[k - 1] * (1 + 1e-12)) << ctx;
-        if (c.constraint != nullptr) EXPECT_EQ(r.grid.scale, kept_grid.scale) << ctx;
+        if (c.constraint != nullptr) {
+          EXPECT_EQ(r.grid.scale, kept_grid.scale) << ctx;
+        }
         ++composed;
       }
     }

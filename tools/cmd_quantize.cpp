@@ -1,6 +1,7 @@
 // cdquant quantize: GPTQ-style sequential quantization of a whole model.
 #include <fmt/core.h>
 
+#include <cdquant/output_format.hpp>
 #include <cdquant/quantize_job.hpp>
 
 #include "commands.hpp"
@@ -51,9 +52,7 @@ void register_quantize(CLI::App& app) {
   cmd->add_flag("--true-sequential", flags->job.quant.true_sequential,
                 "Refresh H after each group of linears (q/k/v, o, gate/up, down)");
   cmd->add_option("--format", flags->job.out_format,
-                  "Output format: float (dequantized weights in the input's own format), gguf "
-                  "(llama.cpp file in ggml block types, codes chosen by --method) or gptq (HF "
-                  "GPTQ checkpoint directory for vLLM / transformers / GPTQModel)")
+                  "Output format, one of:\n" + output_format_help())
       ->capture_default_str();
   cmd->add_option("--type", flags->job.gguf.type,
                   "GGUF: ggml type of the linears (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, "

@@ -33,7 +33,7 @@ struct GgufExportOptions {
   // Block scales fitted with importance diag(H) (ggml's imatrix search) instead of the type's
   // plain rule. Codes are then chosen by the solver on those scales either way.
   bool importance = true;
-  // The tokenizer written into the file (make_model_writer): tokenizer_path, else the one
+  // The tokenizer written into the file (the "gguf" output format): tokenizer_path, else the one
   // inside / beside the source model at source_path (load_model_tokenizer).
   std::string tokenizer_path;
   std::string source_path;
@@ -79,6 +79,7 @@ class GgufModelWriter : public ModelWriter {
                    const std::vector<LinearResult>& linears) override;
   void finish() override;
   const GgufPlan& plan() const;
+  std::vector<std::string> notes() const override { return plan().notes(); }
 
  private:
   struct Impl;

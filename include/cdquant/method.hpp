@@ -51,6 +51,9 @@ struct MethodInfo {
   const Refinement* refinement;  // null: the start alone (then the method is a start itself)
   HessianUse hessian;
   unsigned grids;  // grid_bit()s of the grid constraints it supports
+  // Null when packed formats (GGUF, GPTQ) can store the result; else one sentence saying why
+  // not (the output-format registry refuses the method for them with it).
+  const char* float_only_reason = nullptr;
 
   bool is_start() const { return start != nullptr && refinement == nullptr; }
 };

@@ -21,16 +21,14 @@ class ModelWriter {
   // The grid each linear must be solved on when the format fixes it (GGUF block types); empty:
   // the solver's own grid. Pass it as QuantizeOptions::choose_grid.
   virtual GridChooser grid_chooser() { return {}; }
+  // What the user should know about the output before the run (e.g. GGUF type fallbacks).
+  virtual std::vector<std::string> notes() const { return {}; }
 };
 
-struct GgufExportOptions;
-
-// Output formats: "float" writes the dequantized weights as float32 in the input's own format
-// (llama2.c .bin, HF safetensors directory or GGUF); "gguf" writes a llama.cpp GGUF file in the
-// block types of `gguf` (cdquant/gguf_export.hpp; required for "gguf").
-std::unique_ptr<ModelWriter> make_model_writer(ModelReader& source, const std::string& out_path,
-                                               const std::string& format,
-                                               const GgufExportOptions* gguf = nullptr);
+// The float llama2.c writer: the whole model is kept until finish() (llama2.c stacks each tensor
+// kind over all layers, so blocks cannot simply be appended).
+std::unique_ptr<ModelWriter> make_llama2c_float_writer(ModelReader& source,
+                                                       const std::string& out_path);
 
 // Writes a float32 llama2.c checkpoint (legacy header, negative vocab when the classifier is
 // not tied). Rejects models llama2.c cannot express: biases, head_dim * n_heads != dim,

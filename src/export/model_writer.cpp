@@ -1,5 +1,3 @@
-#include <cdquant/gguf_export.hpp>
-#include <cdquant/model_tokenizer.hpp>
 #include <cdquant/model_writer.hpp>
 
 namespace cdq {
@@ -40,18 +38,9 @@ void InMemoryModelWriter::finish() {
   check_model(model_);
 }
 
-std::unique_ptr<ModelWriter> make_model_writer(ModelReader& source, const std::string& out_path,
-                                               const std::string& format,
-                                               const GgufExportOptions* gguf) {
-  if (format == "gguf") {
-    CDQ_CHECK(gguf != nullptr, "GGUF output needs its export options (type, tokenizer)");
-    const auto tokenizer = load_model_tokenizer(gguf->source_path, gguf->tokenizer_path);
-    return std::make_unique<GgufModelWriter>(source, out_path, tokenizer->vocab(), *gguf);
-  }
-  CDQ_CHECK(format == "float", "unknown output format '{}' (expected float, gguf or gptq)", format);
-  const std::string in = source.format();
-  if (in == "llama2c") return std::make_unique<Llama2cFloatWriter>(source, out_path);
-  fail("writing a float checkpoint in the '{}' format is not supported yet", in);
+std::unique_ptr<ModelWriter> make_llama2c_float_writer(ModelReader& source,
+                                                       const std::string& out_path) {
+  return std::make_unique<Llama2cFloatWriter>(source, out_path);
 }
 
 }  // namespace cdq

@@ -1,13 +1,9 @@
 #include <algorithm>
 #include <cdquant/calibration.hpp>
-#include <cdquant/gguf_export.hpp>
-#include <cdquant/gptq_export.hpp>
-#include <cdquant/model_writer.hpp>
+#include <cdquant/output_format.hpp>
 #include <cdquant/quantize_job.hpp>
 #include <cdquant/text_file.hpp>
 #include <cdquant/tokenizer.hpp>
-
-#include "export/hf_writer.hpp"
 
 namespace cdq {
 
@@ -20,6 +16,8 @@ std::vector<std::vector<int>> calibration_from_file(const std::string& text_path
 
 QuantizeSummary run_quantize_job(const QuantizeJob& job) {
   CDQ_CHECK(!job.out_path.empty(), "no output path given (--out)");
+  const OutputFormat& format = find_output_format(job.out_format);
+  check_format_holds(format, job.quant.method);
   auto reader = open_model(job.model_path);
   const ModelConfig& config = reader->config();
   const int seqlen = job.seqlen > 0 ? job.seqlen : std::min(config.max_seq_len, 2048);
@@ -32,21 +30,15 @@ QuantizeSummary run_quantize_job(const QuantizeJob& job) {
   gguf.source_path = job.model_path;
   if (gguf.tokenizer_path.empty()) gguf.tokenizer_path = job.tokenizer_path;
   QuantizeOptions quant = job.quant;
-  std::unique_ptr<ModelWriter> writer;
-  if (job.out_format == "gptq") {  // HF GPTQ checkpoint: scales are stored as fp16
-    quant.solver.grid.fp16_scales = true;
-    writer = make_gptq_writer(*reader, job.model_path, job.out_path, quant);
-  } else if (job.out_format == "float" && reader->format() == "hf") {  // HF in, HF out
-    writer = make_hf_float_writer(*reader, job.model_path, job.out_path);
-  } else {
-    writer = make_model_writer(*reader, job.out_path, job.out_format, &gguf);
-  }
-  if (GridChooser chooser = writer->grid_chooser()) quant.choose_grid = std::move(chooser);
-  if (const auto* g = dynamic_cast<const GgufModelWriter*>(writer.get()); g && job.on_note)
-    for (const std::string& note : g->plan().notes()) job.on_note(note);
+  format.constrain(quant.solver);
+  const auto writer = format.make_writer({*reader, job.model_path, job.out_path, quant, gguf});
+  if (format.grid == GridKind::GgmlBlock) quant.choose_grid = writer->grid_chooser();
+  if (job.on_note)
+    for (const std::string& note : writer->notes()) job.on_note(note);
   const QuantizeSummary summary =
       quantize_model(*reader, windows, quant,
                      [&](int layer, BlockWeights& block, std::vector<LinearResult>& linears) {
+                       for (const LinearResult& r : linears) check_format_holds(format, r);
                        writer->write_block(layer, block, linears);
                      });
   writer->finish();

@@ -177,7 +177,7 @@ std::vector<float> block_inverses(const Matrix& h, const std::vector<int32_t>& p
     double a[kMaxCdBlock * kMaxCdBlock];
     for (int x = 0; x < k; ++x)
       for (int y = 0; y < k; ++y) a[x * k + y] = h(m[x], m[y]);
-    double lam;
+    double lam = 0.0;  // set by one of the two branches below
     if (k == 2) {  // exact smallest eigenvalue of [[p, q], [q, t]]
       const double mid = 0.5 * (a[0] + a[3]), half = 0.5 * (a[0] - a[3]);
       lam = mid - std::sqrt(half * half + a[1] * a[1]);
