@@ -26,6 +26,16 @@ void print_progress(const LayerProgress& p) {
   for (const auto& note : r.notes) fmt::print(stderr, "          note: {}\n", note);
 }
 
+// One line per tenth of the windows (the callback comes after every decoding step).
+void print_self_calibration(const SelfCalibrationProgress& p) {
+  static int64_t last_tenth = -1;
+  const int64_t tenth = p.windows_total > 0 ? 10 * p.windows_done / p.windows_total : 10;
+  if (tenth == last_tenth) return;
+  last_tenth = tenth;
+  fmt::print(stderr, "self-calibration: {}/{} windows, {} tokens, {:.1f}s\n", p.windows_done,
+             p.windows_total, p.tokens, p.seconds);
+}
+
 }  // namespace
 
 void register_quantize(CLI::App& app) {
@@ -35,7 +45,12 @@ void register_quantize(CLI::App& app) {
   cmd->add_option("--model", flags->job.model_path,
                   "Checkpoint: llama2.c .bin, HF safetensors directory, or .gguf")
       ->required();
-  cmd->add_option("--calib", flags->job.calib_path, "Calibration text file (UTF-8)")->required();
+  cmd->add_option("--calib", flags->job.calib_path,
+                  "Calibration text file (UTF-8), or 'self' (the default): --nsamples windows of "
+                  "--seqlen tokens the float model samples itself (temperature 1 from BOS, "
+                  "seeded by --seed). Methods that read no H ignore calibration");
+  cmd->add_option("--save-calib", flags->job.save_calib_path,
+                  "With self-calibration: also write the sampled windows as text to this file");
   cmd->add_option("--out", flags->job.out_path, "Output checkpoint path")->required();
   cmd->add_option("--method", flags->method, "Layer solver, one of:\n" + method_help())
       ->capture_default_str();
@@ -76,6 +91,7 @@ void register_quantize(CLI::App& app) {
     if (!flags->quiet) {
       job.quant.progress = print_progress;
       job.on_note = [](const std::string& n) { fmt::print(stderr, "note: {}\n", n); };
+      job.on_self_calibration = print_self_calibration;
     }
     const QuantizeSummary s = run_quantize_job(job);
     fmt::print("quantized {} linears with {} in {:.1f}s (mean relative error {:.4e}) -> {}\n",

@@ -28,8 +28,8 @@ struct LinearResult {
   // grid and codes live in a transformed basis (the block's weights are already undone).
   TransformExport transform_export = TransformExport::Nothing;
   std::string transform = "identity";
-  double objective = 0.0;          // L(Q) with the undamped H
-  double relative = 0.0;           // L(Q) / tr(W H W^T)
+  double objective = 0.0;  // L(Q) with the undamped H
+  double relative = 0.0;   // L(Q) / tr(W H W^T)
   double seconds = 0.0;
   std::vector<std::string> notes;
 };
@@ -69,7 +69,8 @@ struct QuantizeSummary {
 };
 
 // Quantizes every block of the model read from `reader` with calibration windows of equal
-// length (token ids), handing each finished block to `sink`.
+// length (token ids), handing each finished block to `sink`. No windows: data-free, for
+// methods that read no H (needs_hessian false); each linear is solved against H = I.
 QuantizeSummary quantize_model(ModelReader& reader,
                                const std::vector<std::vector<int>>& calibration,
                                const QuantizeOptions& options, const BlockSink& sink);

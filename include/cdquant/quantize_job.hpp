@@ -1,10 +1,12 @@
-// `cdquant quantize` as a library call: open the model and its tokenizer, sample calibration
-// windows from a text file, quantize block by block, write the result.
+// `cdquant quantize` as a library call: open the model and its tokenizer, take calibration
+// windows from a text file or from the model's own samples (or none, for a method that reads
+// no H), quantize block by block, write the result.
 #pragma once
 
 #include <cdquant/gguf_export.hpp>
 #include <cdquant/model_tokenizer.hpp>
 #include <cdquant/quantize.hpp>
+#include <cdquant/self_calibration.hpp>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -15,7 +17,10 @@ namespace cdq {
 struct QuantizeJob {
   std::string model_path;
   std::string tokenizer_path;  // "": the tokenizer stored beside the model
-  std::string calib_path;      // UTF-8 text
+  // UTF-8 text; "" or "self": windows the float model samples itself (self_calibration),
+  // when the method reads H at all (methods that do not ignore calibration entirely).
+  std::string calib_path;
+  std::string save_calib_path;  // with self-calibration: the sampled windows as text, or ""
   std::string out_path;
   std::string out_format = "float";
   int nsamples = 128;  // calibration windows
@@ -24,7 +29,12 @@ struct QuantizeJob {
   QuantizeOptions quant;
   GgufExportOptions gguf;  // out_format "gguf": types, overrides (source/tokenizer filled in)
   std::function<void(const std::string&)> on_note;  // format notes (GGUF type fallbacks)
+  std::function<void(const SelfCalibrationProgress&)> on_self_calibration;  // progress
 };
+
+// How the job calibrates: from a text file, from the model's own samples, or not at all.
+enum class CalibrationSource { Text, Self, None };
+CalibrationSource calibration_source(const QuantizeJob& job);
 
 QuantizeSummary run_quantize_job(const QuantizeJob& job);
 

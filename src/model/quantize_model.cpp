@@ -1,5 +1,6 @@
 #include <array>
 #include <cdquant/forward.hpp>
+#include <cdquant/method.hpp>
 #include <cdquant/quantize.hpp>
 #include <chrono>
 
@@ -77,6 +78,14 @@ std::unique_ptr<LinearTransform> transform_of(int layer, Linear l, int64_t d_in,
   return t;
 }
 
+// H = I [d_in, d_in] of a linear's input: the data-free stand-in.
+Matrix identity_hessian(const BlockWeights& block, Linear l) {
+  const int64_t n = block.linear(l).cols;
+  Matrix h(n, n);
+  for (int64_t i = 0; i < n; ++i) h(i, i) = 1.0f;
+  return h;
+}
+
 LinearResult solve_linear(int layer, Linear l, BlockWeights& block, const Matrix& h_in,
                           const QuantizeOptions& options) {
   Matrix& w = block.linear(l);
@@ -123,13 +132,18 @@ std::string linear_display_name(int layer, Linear linear) {
 QuantizeSummary quantize_model(ModelReader& reader,
                                const std::vector<std::vector<int>>& calibration,
                                const QuantizeOptions& options, const BlockSink& sink) {
-  CDQ_CHECK(!calibration.empty(), "no calibration windows");
-  const auto seqlen = static_cast<int64_t>(calibration.front().size());
+  // Data-free: no forward pass at all, and every linear's H is the identity, so the objective
+  // the solvers report is the weight error |Q - W|_F^2.
+  const bool data_free = calibration.empty();
+  CDQ_CHECK(!data_free || !needs_hessian(options.method, options.solver),
+            "--method {} needs calibration data (H), and no calibration windows were given",
+            options.method.name());
+  const auto seqlen = data_free ? 1 : static_cast<int64_t>(calibration.front().size());
   for (const auto& w : calibration)
     CDQ_CHECK(static_cast<int64_t>(w.size()) == seqlen, "calibration windows differ in length");
   const ModelConfig& config = reader.config();
   const auto t0 = Clock::now();
-  Matrix x = embed_calibration(reader, calibration);  // [n * seqlen, dim]
+  Matrix x = data_free ? Matrix() : embed_calibration(reader, calibration);  // [n * seqlen, dim]
   const int64_t chunk_seqs = std::max<int64_t>(1, options.chunk_tokens / seqlen);
   const int total = config.n_layers * 7;
   QuantizeSummary summary;
@@ -143,7 +157,11 @@ QuantizeSummary quantize_model(ModelReader& reader,
       std::array<Matrix, kInputs> hs;
       std::array<bool, kInputs> wanted{};
       for (Linear l : group) wanted[static_cast<size_t>(input_of(l))] = true;
-      run_block(run, x, hs, wanted, false);
+      if (data_free) {
+        for (Linear l : group) hs[static_cast<size_t>(input_of(l))] = identity_hessian(block, l);
+      } else {
+        run_block(run, x, hs, wanted, false);
+      }
       for (Linear l : group) {
         results.push_back(
             solve_linear(layer, l, block, hs[static_cast<size_t>(input_of(l))], options));
@@ -157,7 +175,7 @@ QuantizeSummary quantize_model(ModelReader& reader,
       }
     }
     std::array<Matrix, kInputs> none;
-    run_block(run, x, none, {}, true);  // the next block sees the quantized outputs
+    if (!data_free) run_block(run, x, none, {}, true);  // the next block sees the quantized outputs
     sink(layer, block, results);
   }
   summary.seconds = seconds_since(t0);

@@ -1,0 +1,85 @@
+// Where `cdquant quantize` gets its calibration: a text file, the float model's own samples
+// (no --calib, or --calib self), or nothing for a method that reads no H.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cdquant/quantize_job.hpp>
+#include <cdquant/text_file.hpp>
+
+#include "support/errors.hpp"
+#include "support/paths.hpp"
+#include "support/tiny_model.hpp"
+#include "support/tmpdir.hpp"
+
+namespace cdq {
+namespace {
+
+using ::testing::HasSubstr;
+
+QuantizeJob job_for(const std::string& method, const std::string& calib, const std::string& out) {
+  QuantizeJob job;
+  job.model_path = test::stories260k_path();
+  job.calib_path = calib;
+  job.out_path = out;
+  job.nsamples = 8;
+  job.seqlen = 128;
+  job.seed = 5;
+  job.quant.method = parse_method(method);
+  job.quant.solver.grid.bits = 3;
+  job.quant.solver.grid.group_size = 32;
+  return job;
+}
+
+std::string text_calib() {
+  return test::shared_dir() + "/data/tinyshakespeare.txt";
+}
+
+TEST(CalibrationSource, FollowsTheMethodsNeedForH) {
+  EXPECT_EQ(calibration_source(job_for("rtn", "", "x")), CalibrationSource::None);
+  EXPECT_EQ(calibration_source(job_for("rtn", text_calib(), "x")), CalibrationSource::None);
+  EXPECT_EQ(calibration_source(job_for("gptq", "", "x")), CalibrationSource::Self);
+  EXPECT_EQ(calibration_source(job_for("cd", "self", "x")), CalibrationSource::Self);
+  EXPECT_EQ(calibration_source(job_for("cd", text_calib(), "x")), CalibrationSource::Text);
+  QuantizeJob owc = job_for("rtn", "", "x");
+  owc.quant.solver.grid.search = ScaleSearch::Owc;  // RTN on the H-weighted grid reads H
+  EXPECT_EQ(calibration_source(owc), CalibrationSource::Self);
+}
+
+// Min-max RTN reads no H: with or without calibration text, the same bytes.
+TEST(CalibrationSource, DataFreeRtnIgnoresCalibration) {
+  test::TempDir tmp("cdq-calib");
+  run_quantize_job(job_for("rtn", text_calib(), tmp.file("text.bin")));
+  run_quantize_job(job_for("rtn", "", tmp.file("none.bin")));
+  EXPECT_EQ(test::read_file(tmp.file("text.bin")), test::read_file(tmp.file("none.bin")));
+}
+
+TEST(CalibrationSource, SelfCalibrationIsSeededAndSavable) {
+  test::TempDir tmp("cdq-calib");
+  QuantizeJob a = job_for("cd", "self", tmp.file("a.bin"));
+  a.save_calib_path = tmp.file("samples.txt");
+  int progress_calls = 0;
+  a.on_self_calibration = [&](const SelfCalibrationProgress&) { ++progress_calls; };
+  run_quantize_job(a);
+  EXPECT_GT(progress_calls, 0);
+  run_quantize_job(job_for("cd", "", tmp.file("b.bin")));  // no --calib: the same as self
+  run_quantize_job(job_for("cd", text_calib(), tmp.file("text.bin")));
+  EXPECT_EQ(test::read_file(tmp.file("a.bin")), test::read_file(tmp.file("b.bin")));
+  EXPECT_NE(test::read_file(tmp.file("a.bin")), test::read_file(tmp.file("text.bin")));
+  const std::string samples = read_file(tmp.file("samples.txt"));
+  EXPECT_GT(samples.size(), 8u * 100u);  // 8 windows of 128 tokens, a few bytes per token
+  QuantizeJob c = job_for("cd", "self", tmp.file("c.bin"));
+  c.seed = 6;
+  run_quantize_job(c);
+  EXPECT_NE(test::read_file(tmp.file("a.bin")), test::read_file(tmp.file("c.bin")));
+}
+
+TEST(CalibrationSource, SaveCalibNeedsSelfCalibration) {
+  test::TempDir tmp("cdq-calib");
+  QuantizeJob job = job_for("cd", text_calib(), tmp.file("out.bin"));
+  job.save_calib_path = tmp.file("samples.txt");
+  EXPECT_THAT(test::error_of([&] { run_quantize_job(job); }),
+              HasSubstr("--save-calib keeps self-calibration samples"));
+}
+
+}  // namespace
+}  // namespace cdq
