@@ -9,8 +9,11 @@
 // and shared by all rows: hd[j] = H_jj.
 // The best move of j is t = clamp(round(-g_j a_j), -c_j, maxq - c_j) codes, i.e. delta = t s_j
 // in value units, and it lowers the row objective by dec = -delta (2 g_j + delta H_jj).
+// Codebook grids (Grid::levels) keep the same state with c[j] the index of j's level: the
+// kernels for them are the *_codebook functions below; the affine ones are untouched by them.
 #pragma once
 
+#include <cdquant/grid.hpp>
 #include <cstdint>
 #include <cstring>
 
@@ -106,6 +109,58 @@ inline Best update_and_scan(const RowState& st, const float* hd, int64_t n, int6
       b.dec = best[l];
       b.t = best_t[l];
       b.idx = best_i[l];
+    }
+  }
+  return b;
+}
+
+// --- codebook grids ---
+// Value of code q: s_j * levels[q] + bias. A move of t codes from c changes the value by
+// delta = s_j (L[c + t] - L[c]). Along coordinate j the row objective is
+// H_jj s_j^2 (L - x_j)^2 + const over the levels L, with x_j = L[c_j] - g_j a_j the continuous
+// optimum in level units, so j's best single move goes to the level nearest x_j: exact, one
+// binary search over the small sorted table per coordinate.
+struct Codebook {
+  const float* levels = nullptr;  // null: an affine grid
+  int n = 0;
+};
+
+inline float codebook_delta(const Codebook& cb, float s, float c, float t) {
+  const int from = static_cast<int>(c);
+  return s * (cb.levels[from + static_cast<int>(t)] - cb.levels[from]);
+}
+
+inline void best_move_codebook(float g, float c, float a, float s, float hd, const Codebook& cb,
+                               float& t, float& dec) {
+  const int from = static_cast<int>(c);
+  const float x = cb.levels[from] - g * a;  // a = 0 (zero scale): x is the current level
+  const int to = nearest_level(cb.levels, cb.n, x);
+  t = static_cast<float>(to - from);
+  const float ds = s * (cb.levels[to] - cb.levels[from]);
+  dec = -ds * (2.0f * g + ds * hd);
+}
+
+// update_and_scan on a codebook grid: the same gradient update (vectorised), then a scalar
+// scan with the per-coordinate level search; ties to the lowest index, as the affine kernel.
+inline Best update_and_scan_codebook(const RowState& st, const float* hd, int64_t n,
+                                     const Codebook& cb, const float* const* hrows,
+                                     const float* delta, int n_upd) {
+  for (int m = 0; m < n_upd; ++m) {
+    const float* hp = hrows[m];
+    const float d = delta[m];
+    float* g = st.g;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) g[j] += d * hp[j];
+  }
+  Best b;
+  b.dec = -1.0f;
+  for (int64_t j = 0; j < n; ++j) {
+    float t, dec;
+    best_move_codebook(st.g[j], st.c[j], st.a[j], st.s[j], hd[j], cb, t, dec);
+    if (dec > b.dec) {
+      b.dec = dec;
+      b.t = t;
+      b.idx = j;
     }
   }
   return b;
