@@ -173,10 +173,22 @@ TEST(CodebookCd, EveryVariantEndsAtACoordinatewiseMinimumBelowItsStart) {
 
 // Each greedy step is the best single move over all coordinates and levels (brute force at the
 // codes of that moment) and lowers the objective by what it reports.
-TEST(CodebookCd, EveryGreedyStepIsTheBestSingleMove) {
+// Both scans: 16 levels (vector selects) and 24 (the scalar binary search).
+class CodebookGreedySteps : public ::testing::TestWithParam<int> {};
+
+std::vector<float> uneven_levels(int n) {
+  std::vector<float> lv(static_cast<size_t>(n));
+  for (int k = 0; k < n; ++k) {
+    const float u = 2.0f * static_cast<float>(k) / static_cast<float>(n - 1) - 1.0f;
+    lv[static_cast<size_t>(k)] = u * u * u + 0.3f * u;  // denser near 0
+  }
+  return lv;
+}
+
+TEST_P(CodebookGreedySteps, EveryGreedyStepIsTheBestSingleMove) {
   const LayerProblem p = small_problem(3, 21, 5);  // ragged SIMD tail
   const Matrix h = damped(p.h);
-  Grid grid = codebook_grid(p.w, kIq4nl, 8);
+  Grid grid = codebook_grid(p.w, GetParam() == 16 ? kIq4nl : uneven_levels(GetParam()), 8);
   std::vector<uint8_t> codes = round_to_grid(grid, p.w);
   std::vector<uint8_t> live = codes;
   int moves = 0;
@@ -207,6 +219,8 @@ TEST(CodebookCd, EveryGreedyStepIsTheBestSingleMove) {
   EXPECT_GT(moves, 0);
   EXPECT_EQ(live, codes);
 }
+
+INSTANTIATE_TEST_SUITE_P(Levels, CodebookGreedySteps, ::testing::Values(16, 24));
 
 // BCD (blocks of 2) ends where no block {i, partner(i)} has a better pair of levels: its
 // pruning bound on codebook grids never skips the block that would improve.

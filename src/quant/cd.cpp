@@ -38,7 +38,7 @@ template <bool kCodebook>
 void greedy_impl(const Shared& sh, Row& r, int64_t max_steps) {
   const auto scan = [&](const float* const* hrows, const float* delta, int n_upd) {
     if constexpr (kCodebook)
-      return update_and_scan_codebook(r.st, sh.hd, sh.n, sh.codebook, hrows, delta, n_upd);
+      return update_and_scan_codebook(r.st, sh.hd, sh.n, sh.ld, sh.codebook, hrows, delta, n_upd);
     else
       return update_and_scan(r.st, sh.hd, sh.n, sh.ld, sh.maxq, hrows, delta, n_upd);
   };
@@ -197,10 +197,13 @@ CdStats refine_codes(const Matrix& w, const Matrix& h, Grid& grid, std::vector<u
   sh.n = n;
   sh.ld = ld;
   sh.maxq = static_cast<float>(grid.maxq);
+  std::vector<float> mids;  // codebook midpoints (cd_kernels.hpp, Codebook)
   if (grid.is_codebook()) {
     CDQ_CHECK(grid.levels.size() == static_cast<size_t>(grid.maxq) + 1,
               "codebook grid: {} levels with maxq {}", grid.levels.size(), grid.maxq);
-    sh.codebook = {grid.levels.data(), static_cast<int>(grid.levels.size())};
+    for (size_t k = 0; k + 1 < grid.levels.size(); ++k)
+      mids.push_back(0.5f * (grid.levels[k] + grid.levels[k + 1]));
+    sh.codebook = {grid.levels.data(), mids.data(), static_cast<int>(grid.levels.size())};
   }
   sh.observer = observer;
   std::vector<int32_t> partners;

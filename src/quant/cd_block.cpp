@@ -149,7 +149,7 @@ void codebook_block_bounds(const Shared& sh, const Row& r, float* bound) {
       const float sa = r.st.s[m[a]];
       const int c = static_cast<int>(r.st.c[m[a]]);
       const float x = cb.levels[c] + (sa != 0.0f ? d / sa : 0.0f);
-      const int near = nearest_level(cb.levels, cb.n, x);
+      const int near = codebook_cell(cb, x);
       const float d1 = std::abs(cb.levels[near] - x);
       pen += sa * sa * d1 * d1;
       float e = 0.0f;
@@ -269,7 +269,7 @@ void block_row(const Shared& sh, Row& r, int64_t max_steps) {
   std::vector<int32_t> cand;
   const auto scan = [&](const float* const* hrows, const float* delta, int n_upd) {
     if (sh.codebook.levels != nullptr)
-      return update_and_scan_codebook(r.st, sh.hd, sh.n, sh.codebook, hrows, delta, n_upd);
+      return update_and_scan_codebook(r.st, sh.hd, sh.n, sh.ld, sh.codebook, hrows, delta, n_upd);
     return update_and_scan(r.st, sh.hd, sh.n, sh.ld, sh.maxq, hrows, delta, n_upd);
   };
   Best b = scan(nullptr, nullptr, 0);
