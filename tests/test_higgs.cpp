@@ -209,8 +209,8 @@ TEST(Higgs, CodebookInRotatedSpaceKeepsTheObjectiveAndMatchesHiggs) {
   const Matrix w = test::random_weights(6, d_in, 41);
   const Matrix hess = test::correlated_hessian(d_in, 42);
   const Matrix wr = higgs_rotate_weights(w, h);
-  const CodebookGrid grid = higgs_codebook_grid(wr, 3, h);
-  const std::vector<uint8_t> codes = round_to_codebook(grid, wr);
+  const Grid grid = higgs_codebook_grid(wr, 3, h);
+  const std::vector<uint8_t> codes = round_to_grid(grid, wr);
   const Matrix qr = dequantize(grid, codes);  // Q' in the rotated basis
   const Matrix q = higgs_unrotate_weights(qr, d_in, h);
   // The layer objective is the same in both bases (R orthogonal).
@@ -230,7 +230,7 @@ TEST(Higgs, CodebookInRotatedSpaceKeepsTheObjectiveAndMatchesHiggs) {
 
 TEST(Higgs, CodebookNearestIsTheClosestLevel) {
   Matrix wr = test::random_weights(2, 64, 50);
-  const CodebookGrid grid = higgs_codebook_grid(wr, 4, 64);
+  const Grid grid = higgs_codebook_grid(wr, 4, 64);
   for (int64_t c = 0; c < 64; ++c) {
     const int k = grid.nearest(0, c, wr(0, c));
     const double d = std::abs(grid.value(0, c, k) - wr(0, c));

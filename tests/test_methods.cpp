@@ -104,6 +104,9 @@ TEST(Methods, HessianAndGridNeeds) {
     }
     EXPECT_TRUE(supports(Method(row), GridKind::Free)) << row.name;
     EXPECT_TRUE(supports(Method(row), GridKind::GgmlBlock)) << row.name;
+    // Codebook grids: every method but the OWC scale search and those starting from it.
+    EXPECT_EQ(supports(Method(row), GridKind::Codebook), row.name.substr(0, 3) != "owc")
+        << row.name;
   }
 }
 

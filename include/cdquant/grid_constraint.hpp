@@ -19,10 +19,12 @@
 //   Mins, zero points and biases never move. Without sub_scale the grid is kept as it is:
 //   codes only. The solver returns the refitted grid and sub-scales (SolveResult::grid,
 //   SolveResult::sub_scale) for the writer to store.
-// - (Room for) a non-uniform codebook grid: values from a per-group table instead of
-//   scale * q + bias (e.g. HIGGS / lattice codebooks). Not implemented: it would be a third
-//   GridKind with its codebook here, and the methods that can pick codes on it would say so in
-//   MethodInfo::grids (method.hpp).
+// - Codebook: `grid` is a fixed codebook grid (Grid::levels non-empty: value = scale *
+//   levels[q] + bias, levels shared by the matrix, not evenly spaced: HIGGS's Lloyd-Max levels
+//   in its rotated basis, IQ4_NL's table) and every solver that supports it (MethodInfo::grids,
+//   method.hpp) picks codes on it: RTN the nearest level, GPTQ the nearest level of each column
+//   in turn, the CD family moves codes along the sorted levels. Codes only: scales, biases and
+//   levels never move (no scale refit on codebook grids yet).
 #pragma once
 
 #include <cdquant/grid.hpp>
@@ -34,19 +36,21 @@ namespace cdq {
 enum class GridKind {
   Free,       // the solver fits a uniform integer grid from SolverOptions::grid
   GgmlBlock,  // a grid fixed by the format, with optionally free block multipliers d
+  Codebook,   // a fixed non-uniform codebook grid (Grid::levels), codes only
 };
 
 struct GridConstraint {
   GridKind kind = GridKind::Free;
-  Grid grid;                       // GgmlBlock: the format's grid; Free: unused
+  Grid grid;                       // GgmlBlock, Codebook: the format's grid; Free: unused
   std::vector<int16_t> sub_scale;  // GgmlBlock: [d_out, n_groups], or empty (kept as is)
   int block_groups = 1;            // with sub_scale: groups per free fp16 d
   int sub_lo = 1, sub_hi = 1;      // with sub_scale: range the sub-scales may move within
 
-  // A grid the format fixes and the solver keeps as it is (codes only).
+  // A grid the format fixes and the solver keeps as it is (codes only): a Codebook constraint
+  // when the grid has levels, else GgmlBlock.
   static GridConstraint kept(Grid grid) {
     GridConstraint c;
-    c.kind = GridKind::GgmlBlock;
+    c.kind = grid.is_codebook() ? GridKind::Codebook : GridKind::GgmlBlock;
     c.grid = std::move(grid);
     return c;
   }
@@ -63,7 +67,7 @@ struct GridConstraint {
   }
 
   // The grid every solver must use, or null when the solver fits its own (Free).
-  const Grid* fixed_grid() const { return kind == GridKind::GgmlBlock ? &grid : nullptr; }
+  const Grid* fixed_grid() const { return kind != GridKind::Free ? &grid : nullptr; }
   // Whether the CD family may refit the block multipliers d (a fixed grid with sub-scales).
   bool free_multipliers() const { return kind == GridKind::GgmlBlock && !sub_scale.empty(); }
 };

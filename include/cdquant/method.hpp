@@ -42,6 +42,8 @@ constexpr unsigned grid_bit(GridKind k) {
   return 1u << static_cast<unsigned>(k);
 }
 constexpr unsigned kFreeAndBlockGrids = grid_bit(GridKind::Free) | grid_bit(GridKind::GgmlBlock);
+// Every kind, codebook grids included (methods that only pick codes on a given grid).
+constexpr unsigned kAllGrids = kFreeAndBlockGrids | grid_bit(GridKind::Codebook);
 
 // One row of the registry.
 struct MethodInfo {
@@ -91,7 +93,8 @@ std::string method_list(const std::vector<std::string>& names);
 Method start_of(Method method, const SolverOptions& options);
 // Whether the method reads H with these options (MethodInfo::hessian).
 bool needs_hessian(Method method, const SolverOptions& options);
-// Whether the method can solve under a grid constraint of this kind.
+// Whether the method can solve under a grid constraint of this kind. Refinements that start
+// from --cd-init also need that start to support it (solve_layer checks both).
 bool supports(Method method, GridKind kind);
 
 // The defaults of the front ends: `cdquant quantize --method` (cd), --cd-init (gptq), and the

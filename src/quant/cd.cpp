@@ -30,21 +30,45 @@ void observe_single(const Shared& sh, const Row& r, int64_t i, float t, float de
   (*sh.observer)(mv);
 }
 
-void greedy_row(const Shared& sh, Row& r, int64_t max_steps) {
-  Best b = update_and_scan(r.st, sh.hd, sh.n, sh.ld, sh.maxq, nullptr, nullptr, 0);
+namespace {
+
+// Greedy CD on one row; kCodebook: codes index a codebook's levels (one instantiation each, so
+// the affine loop is exactly the one without codebooks).
+template <bool kCodebook>
+void greedy_impl(const Shared& sh, Row& r, int64_t max_steps) {
+  const auto scan = [&](const float* const* hrows, const float* delta, int n_upd) {
+    if constexpr (kCodebook)
+      return update_and_scan_codebook(r.st, sh.hd, sh.n, sh.ld, sh.codebook, hrows, delta, n_upd);
+    else
+      return update_and_scan(r.st, sh.hd, sh.n, sh.ld, sh.maxq, hrows, delta, n_upd);
+  };
+  Best b = scan(nullptr, nullptr, 0);
   int64_t steps = 0;
   while (steps < max_steps && b.dec > r.tol) {
     const int64_t i = b.idx;
-    const float delta = b.t * r.st.s[i];
+    float delta;
+    if constexpr (kCodebook)
+      delta = codebook_delta(sh.codebook, r.st.s[i], r.st.c[i], b.t);
+    else
+      delta = b.t * r.st.s[i];
     if (sh.observer) observe_single(sh, r, i, b.t, b.dec);
     r.st.c[i] += b.t;
     r.obj -= b.dec;
     ++r.moves;
     if (++steps % sh.n == 0) r.trace.push_back(r.obj);
     const float* hrow = sh.h->row(i);  // H symmetric: row i is column i
-    b = update_and_scan(r.st, sh.hd, sh.n, sh.ld, sh.maxq, &hrow, &delta, 1);
+    b = scan(&hrow, &delta, 1);
   }
   if (steps % sh.n != 0) r.trace.push_back(r.obj);
+}
+
+}  // namespace
+
+void greedy_row(const Shared& sh, Row& r, int64_t max_steps) {
+  if (sh.codebook.levels != nullptr)
+    greedy_impl<true>(sh, r, max_steps);
+  else
+    greedy_impl<false>(sh, r, max_steps);
 }
 
 void descend(const Shared& sh, Row& r) {
@@ -77,10 +101,17 @@ std::vector<float> initial_gradient(const Matrix& w, const Matrix& h, const Grid
                                     const std::vector<uint8_t>& codes, int64_t ld, int nt) {
   const int64_t n = w.cols;
   Matrix e(w.rows, n);
+  if (grid.is_codebook()) {
 #pragma omp parallel for schedule(static) num_threads(nt)
-  for (int64_t r = 0; r < w.rows; ++r)
-    for (int64_t j = 0; j < n; ++j)
-      e(r, j) = grid.value(r, j, codes[static_cast<size_t>(r * n + j)]) - w(r, j);
+    for (int64_t r = 0; r < w.rows; ++r)
+      for (int64_t j = 0; j < n; ++j)
+        e(r, j) = grid.codebook_value(r, j, codes[static_cast<size_t>(r * n + j)]) - w(r, j);
+  } else {  // the affine loop as it always was (grid.hpp, affine_value)
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t r = 0; r < w.rows; ++r)
+      for (int64_t j = 0; j < n; ++j)
+        e(r, j) = grid.affine_value(r, j, codes[static_cast<size_t>(r * n + j)]) - w(r, j);
+  }
   std::vector<float> g(static_cast<size_t>(w.rows * ld), 0.0f);
   const MatrixView gv{g.data(), w.rows, n, ld};
   gemm(false, false, 1.0f, view(e), MatrixView{const_cast<float*>(h.data.data()), n, n, n}, 0.0f,
@@ -166,6 +197,14 @@ CdStats refine_codes(const Matrix& w, const Matrix& h, Grid& grid, std::vector<u
   sh.n = n;
   sh.ld = ld;
   sh.maxq = static_cast<float>(grid.maxq);
+  std::vector<float> mids;  // codebook midpoints (cd_kernels.hpp, Codebook)
+  if (grid.is_codebook()) {
+    CDQ_CHECK(grid.levels.size() == static_cast<size_t>(grid.maxq) + 1,
+              "codebook grid: {} levels with maxq {}", grid.levels.size(), grid.maxq);
+    for (size_t k = 0; k + 1 < grid.levels.size(); ++k)
+      mids.push_back(0.5f * (grid.levels[k] + grid.levels[k + 1]));
+    sh.codebook = {grid.levels.data(), mids.data(), static_cast<int>(grid.levels.size())};
+  }
   sh.observer = observer;
   std::vector<int32_t> partners;
   std::vector<float> block_inv;
@@ -180,6 +219,8 @@ CdStats refine_codes(const Matrix& w, const Matrix& h, Grid& grid, std::vector<u
   sh.max_steps = max_steps;
   sh.sweeps = options.sweeps;
   const bool rescale = options.rescale_rounds > 0;
+  CDQ_CHECK(!rescale || !grid.is_codebook(),
+            "the scale refit does not support codebook grids yet (codes only)");
   CDQ_CHECK(!rescale || grid.is_integer_grid() || options.sub_scale != nullptr,
             "the scale refit needs a uniform integer grid (not a scale/bias grid such as ggml's "
             "Q4_1 or K-quant blocks)");
@@ -221,13 +262,24 @@ CdStats refine_codes(const Matrix& w, const Matrix& h, Grid& grid, std::vector<u
         rw.st.a = rw.st.c + ld;
         rw.st.s = rw.st.a + ld;
         double obj = 0.0;
-        for (int64_t j = 0; j < n; ++j) {
-          const uint8_t code = codes[static_cast<size_t>(r * n + j)];
-          const float s = grid.scale[grid.at(r, grid.group_of(j))];
-          rw.st.c[j] = code;
-          rw.st.s[j] = s;
-          rw.st.a[j] = s != 0.0f ? 1.0f / (hd[j] * s) : 0.0f;
-          obj += static_cast<double>(grid.value(r, j, code) - w(r, j)) * rw.st.g[j];
+        if (grid.is_codebook()) {
+          for (int64_t j = 0; j < n; ++j) {
+            const uint8_t code = codes[static_cast<size_t>(r * n + j)];
+            const float s = grid.scale[grid.at(r, grid.group_of(j))];
+            rw.st.c[j] = code;
+            rw.st.s[j] = s;
+            rw.st.a[j] = s != 0.0f ? 1.0f / (hd[j] * s) : 0.0f;
+            obj += static_cast<double>(grid.codebook_value(r, j, code) - w(r, j)) * rw.st.g[j];
+          }
+        } else {  // the affine loop as it always was (grid.hpp, affine_value)
+          for (int64_t j = 0; j < n; ++j) {
+            const uint8_t code = codes[static_cast<size_t>(r * n + j)];
+            const float s = grid.scale[grid.at(r, grid.group_of(j))];
+            rw.st.c[j] = code;
+            rw.st.s[j] = s;
+            rw.st.a[j] = s != 0.0f ? 1.0f / (hd[j] * s) : 0.0f;
+            obj += static_cast<double>(grid.affine_value(r, j, code) - w(r, j)) * rw.st.g[j];
+          }
         }
         rw.obj = obj;
         rw.tol =

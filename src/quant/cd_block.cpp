@@ -15,6 +15,10 @@
 //   dec <= g_B^T H_B^{-1} g_B
 //          - lambda_min(H_B) * (sum_m s_m^2 dist(o_m, Z)^2 + min_m s_m^2 extra_m),
 // extra_m = dist(o_m, Z \ {0})^2 - dist(o_m, Z)^2 = (1 - 2|o_m|) when o_m rounds to 0, else 0.
+// Codebook grids (Grid::levels) are the same with the levels in place of the integers: a
+// member's candidates are the two levels bracketing its optimum x_m = L[c_m] + d_m / s_m (level
+// units), dist(o_m, Z) becomes the distance from x_m to the nearest level and the extra term
+// the distance to the nearest level other than L[c_m] when L[c_m] is the nearest one.
 #include <algorithm>
 #include <cmath>
 
@@ -63,6 +67,21 @@ int block_members(const Shared& sh, int64_t i, int64_t* m) {
   return sh.k;
 }
 
+// Codebook: the indices of the levels just below and above x = L[c] + d / s (level units),
+// the codebook's floor and ceiling (both the end level outside the table; both c when s = 0).
+void bracket_levels(const Codebook& cb, double c, double s, double d, double& lo, double& hi) {
+  const int from = static_cast<int>(c);
+  const double x = s != 0.0 ? cb.levels[from] + d / s : cb.levels[from];
+  int up = 0;  // first level >= x
+  while (up < cb.n && static_cast<double>(cb.levels[up]) < x) ++up;
+  if (up == cb.n) {
+    lo = hi = cb.n - 1;
+    return;
+  }
+  hi = up;
+  lo = static_cast<double>(cb.levels[up]) == x || up == 0 ? up : up - 1;
+}
+
 // The best candidate move of seed i's block, evaluated exactly in double.
 BlockMove best_in_block(const Shared& sh, const Row& r, int64_t seed) {
   const int k = sh.k;
@@ -76,6 +95,10 @@ BlockMove best_in_block(const Shared& sh, const Row& r, int64_t seed) {
     double d = 0.0;  // joint continuous optimum of member m, value units
     for (int l = 0; l < k; ++l) d -= static_cast<double>(inv[m * k + l]) * gb[l];
     const double c = r.st.c[bm.coord[m]], s = r.st.s[bm.coord[m]];
+    if (sh.codebook.levels != nullptr) {
+      bracket_levels(sh.codebook, c, s, d, lo[m], hi[m]);
+      continue;
+    }
     const double x = s != 0.0 ? c + d / s : c;
     lo[m] = std::clamp(std::floor(x), 0.0, static_cast<double>(sh.maxq));
     hi[m] = std::clamp(std::ceil(x), 0.0, static_cast<double>(sh.maxq));
@@ -86,7 +109,13 @@ BlockMove best_in_block(const Shared& sh, const Row& r, int64_t seed) {
     for (int m = 0; m < k; ++m) {
       const double c = r.st.c[bm.coord[m]];
       t[m] = ((combo >> m) & 1 ? hi[m] : lo[m]) - c;
-      delta[m] = t[m] * r.st.s[bm.coord[m]];
+      if (sh.codebook.levels != nullptr) {
+        const float* lv = sh.codebook.levels;
+        delta[m] = static_cast<double>(r.st.s[bm.coord[m]]) *
+                   (static_cast<double>(lv[static_cast<int>(c + t[m])]) - lv[static_cast<int>(c)]);
+      } else {
+        delta[m] = t[m] * r.st.s[bm.coord[m]];
+      }
     }
     double dec = 0.0;
     for (int m = 0; m < k; ++m) {
@@ -102,11 +131,50 @@ BlockMove best_in_block(const Shared& sh, const Row& r, int64_t seed) {
   return bm;
 }
 
+// block_bounds on a codebook grid (scalar: one level search per member).
+void codebook_block_bounds(const Shared& sh, const Row& r, float* bound) {
+  const int k = sh.k;
+  const Codebook& cb = sh.codebook;
+  for (int64_t i = 0; i < sh.n; ++i) {
+    int64_t m[kMaxCdBlock];
+    block_members(sh, i, m);
+    const float* inv = sh.block_inv + i * (k * k + 1);
+    float gb[kMaxCdBlock];
+    for (int a = 0; a < k; ++a) gb[a] = r.st.g[m[a]];
+    float gain = 0.0f, pen = 0.0f, extra = 3.4e38f;
+    for (int a = 0; a < k; ++a) {
+      float d = 0.0f;
+      for (int b = 0; b < k; ++b) d -= inv[a * k + b] * gb[b];
+      gain -= d * gb[a];
+      const float sa = r.st.s[m[a]];
+      const int c = static_cast<int>(r.st.c[m[a]]);
+      const float x = cb.levels[c] + (sa != 0.0f ? d / sa : 0.0f);
+      const int near = codebook_cell(cb, x);
+      const float d1 = std::abs(cb.levels[near] - x);
+      pen += sa * sa * d1 * d1;
+      float e = 0.0f;
+      if (near == c) {  // any change moves this member to a neighbouring level at least
+        float d2 = 3.4e38f;
+        if (c > 0) d2 = std::min(d2, std::abs(cb.levels[c - 1] - x));
+        if (c + 1 < cb.n) d2 = std::min(d2, std::abs(cb.levels[c + 1] - x));
+        e = sa * sa * (d2 * d2 - d1 * d1);
+      }
+      extra = std::min(extra, e);
+    }
+    pen += extra;
+    bound[i] = gain - inv[k * k] * pen;
+  }
+}
+
 // Upper bound of the best discrete decrease of every seed's block (see the top of the file).
 void block_bounds(const Shared& sh, const Row& r, float* bound) {
   const int k = sh.k;
   const float* g = r.st.g;
   const float* s = r.st.s;
+  if (sh.codebook.levels != nullptr) {
+    codebook_block_bounds(sh, r, bound);
+    return;
+  }
   if (k == 2) {
 #pragma omp simd
     for (int64_t i = 0; i < sh.n; ++i) {
@@ -199,7 +267,12 @@ std::vector<float> block_inverses(const Matrix& h, const std::vector<int32_t>& p
 void block_row(const Shared& sh, Row& r, int64_t max_steps) {
   std::vector<float> bound(static_cast<size_t>(sh.n));
   std::vector<int32_t> cand;
-  Best b = update_and_scan(r.st, sh.hd, sh.n, sh.ld, sh.maxq, nullptr, nullptr, 0);
+  const auto scan = [&](const float* const* hrows, const float* delta, int n_upd) {
+    if (sh.codebook.levels != nullptr)
+      return update_and_scan_codebook(r.st, sh.hd, sh.n, sh.ld, sh.codebook, hrows, delta, n_upd);
+    return update_and_scan(r.st, sh.hd, sh.n, sh.ld, sh.maxq, hrows, delta, n_upd);
+  };
+  Best b = scan(nullptr, nullptr, 0);
   int64_t steps = 0;
   while (steps < max_steps) {
     BlockMove best;
@@ -252,13 +325,15 @@ void block_row(const Shared& sh, Row& r, int64_t max_steps) {
       if (best.t[m] == 0.0f) continue;
       const int64_t j = best.coord[m];
       hrows[n_upd] = sh.h->row(j);
-      deltas[n_upd++] = best.t[m] * r.st.s[j];
+      deltas[n_upd++] = sh.codebook.levels != nullptr
+                            ? codebook_delta(sh.codebook, r.st.s[j], r.st.c[j], best.t[m])
+                            : best.t[m] * r.st.s[j];
       r.st.c[j] += best.t[m];
     }
     r.obj -= best.dec;
     ++r.moves;
     if (++steps % sh.n == 0) r.trace.push_back(r.obj);
-    b = update_and_scan(r.st, sh.hd, sh.n, sh.ld, sh.maxq, hrows, deltas, n_upd);
+    b = scan(hrows, deltas, n_upd);
   }
   if (steps % sh.n != 0) r.trace.push_back(r.obj);
 }

@@ -13,9 +13,9 @@ void axpy(float* g, const float* hrow, float delta, int64_t n) {
   for (int64_t j = 0; j < n; ++j) g[j] += delta * hrow[j];
 }
 
-}  // namespace
-
-void cyclic_sweeps(const Shared& sh, Row* rows, int count, int sweeps) {
+// kCodebook: codes index a codebook's levels (cd_kernels.hpp); one instantiation each.
+template <bool kCodebook>
+void sweeps_impl(const Shared& sh, Row* rows, int count, int sweeps) {
   bool active[64];
   CDQ_ASSERT(count <= 64);
   int n_active = count;
@@ -27,15 +27,22 @@ void cyclic_sweeps(const Shared& sh, Row* rows, int count, int sweeps) {
       for (int q = 0; q < count; ++q) {
         if (!active[q]) continue;
         Row& r = rows[q];
-        float t, dec;
-        best_move(r.st.g[i], r.st.c[i], r.st.a[i], r.st.s[i], sh.hd[i], sh.maxq, t, dec);
+        float t, dec, delta;
+        if constexpr (kCodebook) {
+          best_move_codebook(r.st.g[i], r.st.c[i], r.st.a[i], r.st.s[i], sh.hd[i], sh.codebook, t,
+                             dec);
+          delta = codebook_delta(sh.codebook, r.st.s[i], r.st.c[i], t);
+        } else {
+          best_move(r.st.g[i], r.st.c[i], r.st.a[i], r.st.s[i], sh.hd[i], sh.maxq, t, dec);
+          delta = t * r.st.s[i];
+        }
         if (!(dec > r.tol)) continue;
         if (sh.observer) observe_single(sh, r, i, t, dec);
         r.st.c[i] += t;
         r.obj -= dec;
         ++r.moves;
         changed[q] = true;
-        axpy(r.st.g, hrow, t * r.st.s[i], sh.n);
+        axpy(r.st.g, hrow, delta, sh.n);
       }
     }
     for (int q = 0; q < count; ++q) {
@@ -47,6 +54,15 @@ void cyclic_sweeps(const Shared& sh, Row* rows, int count, int sweeps) {
       }
     }
   }
+}
+
+}  // namespace
+
+void cyclic_sweeps(const Shared& sh, Row* rows, int count, int sweeps) {
+  if (sh.codebook.levels != nullptr)
+    sweeps_impl<true>(sh, rows, count, sweeps);
+  else
+    sweeps_impl<false>(sh, rows, count, sweeps);
 }
 
 }  // namespace cdq::cdk

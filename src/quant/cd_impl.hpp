@@ -30,6 +30,7 @@ struct Shared {
   int64_t n = 0;
   int64_t ld = 0;
   float maxq = 0.0f;
+  Codebook codebook;  // levels of a codebook grid; null levels: affine
   const CdObserver* observer = nullptr;
   // BCD: blocks {i} + partners[i*(k-1) ..]; per block the inverse of H_B and a lower bound of
   // the smallest eigenvalue of H_B: [n, k*k + 1] (block_inverses).

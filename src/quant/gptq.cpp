@@ -58,21 +58,31 @@ struct Pass {
   int threads;
 };
 
-// Code and value of x in grid cell k (row r, original column c).
+// Code and value of x in grid cell k (row r, original column c). kCodebook: the grid is a
+// codebook (nearest level); otherwise affine, with the code the affine path always had.
+template <bool kCodebook>
 inline int quantize_one(const Grid& g, size_t k, int64_t r, int64_t c, float x, float& v) {
-  if (g.is_integer_grid() && g.scale[k] != 0.0f) {  // the reference quantize(), inlined
-    const float s = g.scale[k], z = static_cast<float>(g.zero[k]);
-    const float q = std::clamp(std::nearbyint(x / s) + z, 0.0f, static_cast<float>(g.maxq));
-    v = s * (q - z);
-    return static_cast<int>(q);
+  if constexpr (kCodebook) {
+    const int q = g.nearest(r, c, x);
+    v = g.codebook_value(r, c, q);
+    return q;
+  } else {
+    if (g.is_integer_grid() && g.scale[k] != 0.0f) {  // the reference quantize(), inlined
+      const float s = g.scale[k], z = static_cast<float>(g.zero[k]);
+      const float q = std::clamp(std::nearbyint(x / s) + z, 0.0f, static_cast<float>(g.maxq));
+      v = s * (q - z);
+      return static_cast<int>(q);
+    }
+    const int q = g.nearest(r, c, x);
+    v = g.affine_value(r, c, q);
+    return q;
   }
-  const int q = g.nearest(r, c, x);
-  v = g.value(r, c, q);
-  return q;
 }
 
 // Quantizes columns [i1, i2) of every row; writes the scaled errors to err [d_out, i2 - i1].
-void quantize_block(const Pass& p, int64_t i1, int64_t i2, Matrix& err) {
+// One instantiation per grid kind, chosen once per block (quantize_block).
+template <bool kCodebook>
+void quantize_rows(const Pass& p, int64_t i1, int64_t i2, Matrix& err) {
   const int64_t n = p.wp.cols, cnt = i2 - i1;
 #pragma omp parallel num_threads(p.threads) if (p.wp.rows * cnt * cnt / 2 > kParallelWork)
   {
@@ -86,8 +96,8 @@ void quantize_block(const Pass& p, int64_t i1, int64_t i2, Matrix& err) {
         const int64_t c = p.perm[static_cast<size_t>(j)];
         float v = 0.0f;
         const size_t k = p.grid.at(r, p.col_group[static_cast<size_t>(j)]);
-        p.codes[static_cast<size_t>(r * n + c)] =
-            static_cast<uint8_t>(quantize_one(p.grid, k, r, c, w1[static_cast<size_t>(i)], v));
+        p.codes[static_cast<size_t>(r * n + c)] = static_cast<uint8_t>(
+            quantize_one<kCodebook>(p.grid, k, r, c, w1[static_cast<size_t>(i)], v));
         const float ei = (w1[static_cast<size_t>(i)] - v) / p.u(j, j);
         e[i] = ei;
         const float* urow = p.u.row(j) + i1;
@@ -95,6 +105,13 @@ void quantize_block(const Pass& p, int64_t i1, int64_t i2, Matrix& err) {
       }
     }
   }
+}
+
+void quantize_block(const Pass& p, int64_t i1, int64_t i2, Matrix& err) {
+  if (p.grid.is_codebook())
+    quantize_rows<true>(p, i1, i2, err);
+  else
+    quantize_rows<false>(p, i1, i2, err);
 }
 
 // Fits the dynamic groups that start in [i1, i2) on the block-start W (see gptq.hpp).

@@ -28,11 +28,28 @@ const char* scale_search_name(ScaleSearch s) {
 int Grid::nearest(int64_t r, int64_t c, float w) const {
   const size_t k = at(r, group_of(c));
   const float s = scale[k];
+  if (!levels.empty()) {
+    if (s == 0.0f) return 0;  // every level is worth the bias
+    return nearest_level(levels.data(), static_cast<int>(levels.size()), (w - bias[k]) / s);
+  }
   if (s == 0.0f) return is_integer_grid() ? std::clamp(zero[k], 0, maxq) : 0;
   // Integer grids follow the reference exactly: clamp(round(w / s) + zero).
   const float q = is_integer_grid() ? std::nearbyint(w / s) + static_cast<float>(zero[k])
                                     : std::nearbyint((w - bias[k]) / s);
   return static_cast<int>(std::clamp(q, 0.0f, static_cast<float>(maxq)));
+}
+
+void set_codebook(Grid& grid, std::vector<float> levels) {
+  CDQ_CHECK(levels.size() >= 2 && levels.size() <= 256, "a codebook needs 2..256 levels, got {}",
+            levels.size());
+  for (size_t i = 0; i < levels.size(); ++i) {
+    CDQ_CHECK(std::isfinite(levels[i]), "codebook level {} is not finite", i);
+    CDQ_CHECK(i == 0 || levels[i - 1] < levels[i], "codebook levels must strictly ascend ({}: {})",
+              i, levels[i]);
+  }
+  grid.maxq = static_cast<int>(levels.size()) - 1;
+  grid.zero.clear();
+  grid.levels = std::move(levels);
 }
 
 Grid make_grid_layout(int64_t d_out, int64_t d_in, int group_size, int maxq) {
@@ -73,10 +90,17 @@ void minmax_params(const float* w, int64_t n, int bits, bool symmetric, float& s
 Matrix dequantize(const Grid& grid, const std::vector<uint8_t>& codes) {
   CDQ_ASSERT(codes.size() == static_cast<size_t>(grid.d_out * grid.d_in));
   Matrix q(grid.d_out, grid.d_in);
+  if (grid.is_codebook()) {
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < grid.d_out; ++r)
+      for (int64_t c = 0; c < grid.d_in; ++c)
+        q(r, c) = grid.codebook_value(r, c, codes[static_cast<size_t>(r * grid.d_in + c)]);
+    return q;
+  }
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < grid.d_out; ++r)
     for (int64_t c = 0; c < grid.d_in; ++c)
-      q(r, c) = grid.value(r, c, codes[static_cast<size_t>(r * grid.d_in + c)]);
+      q(r, c) = grid.affine_value(r, c, codes[static_cast<size_t>(r * grid.d_in + c)]);
   return q;
 }
 

@@ -152,58 +152,19 @@ Matrix higgs_unrotate_weights(const Matrix& q_rotated, int64_t d_in, int64_t h) 
   return out;
 }
 
-int CodebookGrid::nearest(int64_t r, int64_t c, float w) const {
-  const float s = group_scale(r, c);
-  if (s == 0.0f) return 0;  // every level is worth 0
-  const float x = w / s;
-  // First level >= x, then the closer of it and its lower neighbour (ties to the lower).
-  const auto it = std::lower_bound(levels.begin(), levels.end(), x);
-  if (it == levels.begin()) return 0;
-  if (it == levels.end()) return static_cast<int>(levels.size()) - 1;
-  const int hi = static_cast<int>(it - levels.begin());
-  return (x - levels[static_cast<size_t>(hi - 1)] <= *it - x) ? hi - 1 : hi;
-}
-
-CodebookGrid higgs_codebook_grid(const Matrix& w_rotated, int bits, int64_t h) {
+Grid higgs_codebook_grid(const Matrix& w_rotated, int bits, int64_t h) {
   check_block_size(h, 1);
   CDQ_CHECK(w_rotated.cols % h == 0, "rotated weights ({} columns) are not padded to blocks of {}",
             w_rotated.cols, h);
-  const NormalGrid& grid = normal_grid(bits, 1);
-  CodebookGrid g;
-  g.d_out = w_rotated.rows;
-  g.d_in = w_rotated.cols;
-  g.group = h;
-  g.n_groups = w_rotated.cols / h;
-  g.levels = grid.points;
-  g.scale.resize(static_cast<size_t>(g.d_out * g.n_groups));
+  const NormalGrid& table = normal_grid(bits, 1);
+  Grid g = make_grid_layout(w_rotated.rows, w_rotated.cols, static_cast<int>(h), 0);
+  set_codebook(g, table.points);
   const double root_h = std::sqrt(static_cast<double>(h));
   for (int64_t r = 0; r < g.d_out; ++r)
-    for (int64_t b = 0; b < g.n_groups; ++b)
-      g.scale[static_cast<size_t>(r * g.n_groups + b)] = to_fp16_value(
+    for (int b = 0; b < g.n_groups; ++b)
+      g.scale[g.at(r, b)] = to_fp16_value(
           static_cast<float>(std::sqrt(sum_squares(w_rotated.row(r) + b * h, h)) / root_h));
   return g;
-}
-
-std::vector<uint8_t> round_to_codebook(const CodebookGrid& grid, const Matrix& w) {
-  CDQ_CHECK(w.rows == grid.d_out && w.cols == grid.d_in, "codebook grid is {}x{}, W is {}x{}",
-            grid.d_out, grid.d_in, w.rows, w.cols);
-  std::vector<uint8_t> codes(static_cast<size_t>(w.size()));  // [d_out, d_in]
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < w.rows; ++r)
-    for (int64_t c = 0; c < w.cols; ++c)
-      codes[static_cast<size_t>(r * w.cols + c)] =
-          static_cast<uint8_t>(grid.nearest(r, c, w(r, c)));
-  return codes;
-}
-
-Matrix dequantize(const CodebookGrid& grid, const std::vector<uint8_t>& codes) {
-  CDQ_CHECK(codes.size() == static_cast<size_t>(grid.d_out * grid.d_in),
-            "codebook codes: {} values for a {}x{} grid", codes.size(), grid.d_out, grid.d_in);
-  Matrix out(grid.d_out, grid.d_in);
-  for (int64_t r = 0; r < grid.d_out; ++r)
-    for (int64_t c = 0; c < grid.d_in; ++c)
-      out(r, c) = grid.value(r, c, codes[static_cast<size_t>(r * grid.d_in + c)]);
-  return out;
 }
 
 }  // namespace cdq

@@ -8,11 +8,12 @@
 //
 // The data-aware variant works in the rotated basis R = blockdiag(Had_h / sqrt(h)) (orthogonal,
 // symmetric): W' = W R^T, H' = R H R^T keep the layer objective, and there each block is
-// exactly s * u, so the HIGGS p = 1 grid is a codebook times a per-block scale (CodebookGrid)
-// on which GPTQ or CD can run coordinate-wise.
+// exactly s * u, so the HIGGS p = 1 grid is a codebook times a per-block scale (a codebook
+// Grid, grid.hpp) on which GPTQ or CD can run coordinate-wise.
 // Internal header: include as "quant/higgs.hpp".
 #pragma once
 
+#include <cdquant/grid.hpp>
 #include <cdquant/matrix.hpp>
 #include <cstdint>
 #include <vector>
@@ -71,31 +72,9 @@ Matrix higgs_rotate_hessian(const Matrix& hess, int64_t h);
 // Back to the model's basis: (Q' R) [d_out, d_in], the padding columns dropped.
 Matrix higgs_unrotate_weights(const Matrix& q_rotated, int64_t d_in, int64_t h);
 
-// A non-uniform grid: value(r, c, code) = scale[r, c / group] * levels[code], levels ascending.
-struct CodebookGrid {
-  int64_t d_out = 0;
-  int64_t d_in = 0;
-  int64_t group = 0;
-  int64_t n_groups = 0;       // per row
-  std::vector<float> levels;  // [n_levels] ascending
-  std::vector<float> scale;   // [d_out, n_groups]
-
-  float group_scale(int64_t r, int64_t c) const {
-    return scale[static_cast<size_t>(r * n_groups + c / group)];
-  }
-  float value(int64_t r, int64_t c, int code) const {
-    return group_scale(r, c) * levels[static_cast<size_t>(code)];
-  }
-  // Nearest level to w in column c of row r (ties to the lower level).
-  int nearest(int64_t r, int64_t c, float w) const;
-};
-
-// The HIGGS p = 1 codebook on rotated weights W' [d_out, d_pad]: groups of h columns with
-// scale |w'_block|_2 / sqrt(h) (fp16) and the 2^bits Lloyd-Max levels.
-CodebookGrid higgs_codebook_grid(const Matrix& w_rotated, int bits, int64_t h);
-
-// Nearest codes [d_out, d_in] of W on the grid, and their values.
-std::vector<uint8_t> round_to_codebook(const CodebookGrid& grid, const Matrix& w);
-Matrix dequantize(const CodebookGrid& grid, const std::vector<uint8_t>& codes);
+// The HIGGS p = 1 codebook on rotated weights W' [d_out, d_pad]: a codebook Grid with groups
+// of h columns, scale |w'_block|_2 / sqrt(h) (fp16), bias 0 and the 2^bits Lloyd-Max levels.
+// round_to_grid / dequantize / the solvers (GridConstraint::kept) take it as any grid.
+Grid higgs_codebook_grid(const Matrix& w_rotated, int bits, int64_t h);
 
 }  // namespace cdq

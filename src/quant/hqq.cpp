@@ -144,7 +144,7 @@ double lp_error(const Matrix& w, const Grid& grid, const std::vector<uint8_t>& c
   for (int64_t r = 0; r < w.rows; ++r) {
     double s = 0.0;
     for (int64_t c = 0; c < w.cols; ++c) {
-      const float q = grid.value(r, c, codes[static_cast<size_t>(r * w.cols + c)]);
+      const float q = grid.affine_value(r, c, codes[static_cast<size_t>(r * w.cols + c)]);
       s += std::pow(std::abs(static_cast<double>(w(r, c)) - q), p);
     }
     rows[static_cast<size_t>(r)] = s;

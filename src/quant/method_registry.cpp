@@ -30,14 +30,18 @@ constexpr Refinement kBlock{"block CD", block_cd};
 constexpr Refinement kCyclic{"cyclic CD", cyclic_cd};
 
 constexpr StartFn kCdInit = nullptr;  // the start options.cd_init names (--cd-init)
-constexpr unsigned kAll = kFreeAndBlockGrids;
+// RTN, GPTQ and the CD family pick codes on any grid, codebooks included. OWC is a scale
+// search on integer grids (under a fixed grid it would silently be RTN), so it and the methods
+// starting from it do not take codebook grids.
+constexpr unsigned kAll = kAllGrids;
+constexpr unsigned kNoCodebook = kFreeAndBlockGrids;
 
 // The table. A start alone (no refinement) is also a valid --cd-init value.
 constexpr MethodInfo kMethods[] = {
     {"rtn", "round to nearest on the --scales grid", start_rtn, nullptr, HessianUse::ScaleSearch,
      kAll},
     {"owc", "round to nearest on the H-weighted OWC grid (optimal weight clipping)", start_owc,
-     nullptr, HessianUse::Always, kAll},
+     nullptr, HessianUse::Always, kNoCodebook},
     {"gptq", "GPTQ: columns rounded in turn, the error spread over the rest through H^-1",
      start_gptq, nullptr, HessianUse::Always, kAll},
     {"cd", "greedy coordinate descent from the --cd-init start", kCdInit, &kGreedy,
@@ -47,9 +51,9 @@ constexpr MethodInfo kMethods[] = {
     {"cyclic", "cyclic coordinate descent (passes over the coordinates) from --cd-init", kCdInit,
      &kCyclic, HessianUse::Always, kAll},
     {"owc-cd", "greedy coordinate descent from the OWC codes", start_owc, &kGreedy,
-     HessianUse::Always, kAll},
+     HessianUse::Always, kNoCodebook},
     {"owc-bcd", "block coordinate descent from the OWC codes", start_owc, &kBlock,
-     HessianUse::Always, kAll},
+     HessianUse::Always, kNoCodebook},
 };
 
 // The defaults of the front ends (method.hpp).

@@ -82,9 +82,12 @@ SolveResult solve_layer(const Matrix& w, const Matrix& h, Method method,
   const MethodInfo& m = method.info();
   const GridKind kind = options.constraint ? options.constraint->kind : GridKind::Free;
   CDQ_CHECK(supports(method, kind), "method '{}' cannot solve under this grid constraint", m.name);
+  const Method start = start_of(method, options);
+  CDQ_CHECK(supports(start, kind), "method '{}' cannot start from '{}' under this grid constraint",
+            m.name, start.name());
   StageState state;
   state.refined = m.refinement != nullptr;
-  start_of(method, options).info().start(w, h, options, res, state);
+  start.info().start(w, h, options, res, state);
   if (m.refinement != nullptr) m.refinement->run(w, h, options, res, state);
   res.q = dequantize(res.grid, res.codes);
   res.seconds = seconds_since(t0);
