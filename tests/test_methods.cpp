@@ -27,8 +27,8 @@ std::vector<Method> rows_where(bool (*keep)(const MethodInfo&)) {
   return out;
 }
 
-std::vector<Method> starts() {
-  return rows_where([](const MethodInfo& m) { return m.is_start(); });
+std::vector<Method> starts() {  // those a refinement can follow
+  return rows_where([](const MethodInfo& m) { return m.refinable_start(); });
 }
 std::vector<Method> refined() {
   return rows_where([](const MethodInfo& m) { return m.refinement != nullptr; });
@@ -53,9 +53,11 @@ TEST(Methods, EveryNameParsesBackToItsRow) {
 }
 
 TEST(Methods, TodaysNamesAndStructure) {
-  EXPECT_EQ(method_names(), (std::vector<std::string>{"rtn", "owc", "gptq", "cd", "bcd", "cyclic",
-                                                      "owc-cd", "owc-bcd"}));
-  EXPECT_EQ(start_names(), (std::vector<std::string>{"rtn", "owc", "gptq"}));
+  EXPECT_EQ(method_names(),
+            (std::vector<std::string>{"rtn", "owc", "gptq", "cd", "bcd", "cyclic", "owc-cd",
+                                      "owc-bcd", "hqq", "easyquant", "higgs", "higgs-p2"}));
+  // The --cd-init values: the starts whose grid and codes are their result.
+  EXPECT_EQ(start_names(), (std::vector<std::string>{"rtn", "owc", "gptq", "hqq"}));
   const SolverOptions opt;
   // cd/bcd/cyclic start from --cd-init (default gptq); owc-cd/owc-bcd from OWC.
   for (const char* name : {"cd", "bcd", "cyclic"}) {
@@ -72,6 +74,9 @@ TEST(Methods, TodaysNamesAndStructure) {
     SolverOptions o;
     const Method s = start_of(Method(row), o);
     EXPECT_TRUE(s.info().is_start()) << row.name;
+    if (row.refinement != nullptr) {
+      EXPECT_TRUE(s.info().refinable_start()) << row.name;
+    }
     if (row.is_start()) {
       EXPECT_EQ(s, Method(row));
     }
@@ -98,14 +103,20 @@ TEST(Methods, HessianAndGridNeeds) {
   opt.grid.search = ScaleSearch::Owc;
   EXPECT_TRUE(needs_hessian(parse_method("rtn"), opt));
   opt.grid.search = ScaleSearch::MinMax;
+  opt.grid.search = ScaleSearch::Hqq;
+  EXPECT_FALSE(needs_hessian(parse_method("rtn"), opt));
+  opt.grid.search = ScaleSearch::MinMax;
   for (const MethodInfo& row : method_table()) {
+    // The data-free rows (test_datafree_methods.cpp) fit their own grids: free grids only.
+    const bool data_free = row.hessian == HessianUse::Never;
     if (row.name != "rtn") {
-      EXPECT_TRUE(needs_hessian(Method(row), opt)) << row.name;
+      EXPECT_EQ(needs_hessian(Method(row), opt), !data_free) << row.name;
     }
     EXPECT_TRUE(supports(Method(row), GridKind::Free)) << row.name;
-    EXPECT_TRUE(supports(Method(row), GridKind::GgmlBlock)) << row.name;
-    // Codebook grids: every method but the OWC scale search and those starting from it.
-    EXPECT_EQ(supports(Method(row), GridKind::Codebook), row.name.substr(0, 3) != "owc")
+    EXPECT_EQ(supports(Method(row), GridKind::GgmlBlock), !data_free) << row.name;
+    // Codebook grids: every calibrated method but the OWC scale search and those from it.
+    EXPECT_EQ(supports(Method(row), GridKind::Codebook),
+              !data_free && row.name.substr(0, 3) != "owc")
         << row.name;
   }
 }
@@ -130,7 +141,8 @@ TEST(Methods, UnknownNamesListEveryName) {
   const std::string err = error_of([] { parse_method("nope"); });
   EXPECT_THAT(err, HasSubstr("unknown method 'nope'"));
   for (const std::string& name : method_names()) EXPECT_THAT(err, HasSubstr(name));
-  EXPECT_THAT(err, HasSubstr("rtn, owc, gptq, cd, bcd, cyclic, owc-cd or owc-bcd"));
+  EXPECT_THAT(err, HasSubstr("rtn, owc, gptq, cd, bcd, cyclic, owc-cd, owc-bcd, hqq, easyquant, "
+                             "higgs or higgs-p2"));
   const auto r = run_cli({"layer", "--synthetic", "8,8", "--methods", "rtn,nope"});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_THAT(r.err, HasSubstr(method_list(method_names())));
@@ -172,8 +184,12 @@ TEST(Methods, EveryRefinementComposesWithEveryStart) {
         opt.cd_rescale_rounds = c.rescale;
         opt.constraint = c.constraint;
         opt.cd_init = start;
+        // hqq alone keeps fractional zero points, which the scale refit cannot move, so its
+        // refined start rounds them: compare with hqq alone on that same grid.
+        opt.hqq_integer_zero = c.rescale > 0;
         const Method from = start_of(ref, opt);
         if (ref.info().start != nullptr && from != start) continue;  // fixed start: once
+        if (!supports(from, c.constraint ? c.constraint->kind : GridKind::Free)) continue;
         const std::string ctx = fmt::format("{} after {} ({})", ref.name(), from.name(), c.name);
         const SolveResult s = solve_layer(p.w, p.h, from, opt);
         const SolveResult r = solve_layer(p.w, p.h, ref, opt);
@@ -193,8 +209,8 @@ TEST(Methods, EveryRefinementComposesWithEveryStart) {
       }
     }
   }
-  // 3 refinements through cd_init x 3 starts + 2 with OWC, per case.
-  EXPECT_EQ(composed, 4 * (3 * 3 + 2));
+  // 3 refinements through cd_init x 4 starts (hqq on free grids only) + 2 with OWC, per case.
+  EXPECT_EQ(composed, 3 * (3 * 4 + 2) + (3 * 3 + 2));
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
 #include <cdquant/safetensors.hpp>
 #include <cdquant/solver.hpp>
 #include <cdquant/synthetic.hpp>
@@ -118,20 +119,22 @@ std::string notes_of(const Row& r) {
 
 void print_table(const LayerArgs& a, const Problem& p, const std::vector<Row>& rows) {
   const std::string group = a.solver.group > 0 ? std::to_string(a.solver.group) : "row";
+  size_t width = 8;  // the method column fits the longest name (easyquant, higgs-p2)
+  for (const Row& r : rows) width = std::max(width, r.method.name().size());
   fmt::print("{}\n", p.source);
-  fmt::print("{:<8} {:>4} {:>5} {:>13} {:>10} {:>9} {:>9}  {}\n", "method", "bits", "group",
+  fmt::print("{:<{}} {:>4} {:>5} {:>13} {:>10} {:>9} {:>9}  {}\n", "method", width, "bits", "group",
              "objective", "relative", "seconds", "refine", "notes");
   for (const Row& r : rows) {
     if (!r.error.empty()) {
-      fmt::print("{:<8} {:>4} {:>5} {:>13} {:>10} {:>9} {:>9}  {}\n", r.method.name(),
+      fmt::print("{:<{}} {:>4} {:>5} {:>13} {:>10} {:>9} {:>9}  {}\n", r.method.name(), width,
                  a.solver.bits, group, "-", "-", "-", "-", notes_of(r));
       continue;
     }
     const std::string refine =
         r.method.refined() ? fmt::format("{:.3f}", r.res.seconds_refine) : "-";
-    fmt::print("{:<8} {:>4} {:>5} {:>13.6g} {:>10.6f} {:>9.3f} {:>9}  {}\n", r.method.name(),
-               a.solver.bits, group, r.res.objective, r.res.relative(), r.res.seconds, refine,
-               notes_of(r));
+    fmt::print("{:<{}} {:>4} {:>5} {:>13.6g} {:>10.6f} {:>9.3f} {:>9}  {}\n", r.method.name(),
+               width, a.solver.bits, group, r.res.objective, r.res.relative(), r.res.seconds,
+               refine, notes_of(r));
   }
 }
 

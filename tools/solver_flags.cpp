@@ -22,8 +22,10 @@ void add_solver_flags(CLI::App* cmd, SolverFlags& f, bool grid_flags) {
   cmd->add_option("--percdamp", f.percdamp, "Damping: percdamp * mean(diag H) added to H")
       ->check(CLI::Range(0.0, 10.0))
       ->capture_default_str();
-  cmd->add_option("--scales", f.scales, "Scale search: minmax, mse or owc (H-weighted)")
-      ->check(CLI::IsMember({"minmax", "mse", "owc"}))
+  cmd->add_option("--scales", f.scales,
+                  "Scale search: " + method_list(scale_search_names()) +
+                      " (owc: H-weighted; hqq: HQQ's zero points, integer, data-free)")
+      ->check(CLI::IsMember(scale_search_names()))
       ->capture_default_str();
   cmd->add_option("--cd-budget", f.cd_budget,
                   "CD family: steps per row as a multiple of d_in (stops early at an optimum)")
@@ -43,6 +45,22 @@ void add_solver_flags(CLI::App* cmd, SolverFlags& f, bool grid_flags) {
   cmd->add_option("--cd-init", f.cd_init, "Start of cd/bcd/cyclic: " + method_list(start_names()))
       ->check(CLI::IsMember(start_names()))
       ->capture_default_str();
+  cmd->add_flag("--hqq-integer-zeros", f.hqq_integer_zeros,
+                "hqq: integer zero points even where fractional ones could be stored (they are "
+                "integer anyway for GPTQ checkpoints and before a CD scale refit)");
+  cmd->add_option("--higgs-block", f.higgs_block,
+                  "higgs, higgs-p2: inputs per Hadamard block, a power of two in 64..1024; 0 = "
+                  "min(512, d_in rounded up to a power of two), at least 64")
+      ->check([](const std::string& s) -> std::string {
+        int h = -1;
+        try {
+          h = std::stoi(s);
+        } catch (const std::exception&) {
+        }
+        if (h == 0 || (h >= 64 && h <= 1024 && (h & (h - 1)) == 0)) return "";
+        return "--higgs-block must be a power of two in 64..1024 (or 0 for the default), got " + s;
+      })
+      ->capture_default_str();
   cmd->add_option("--threads", f.threads, "Threads (0 = all cores)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
@@ -60,6 +78,8 @@ SolverOptions SolverFlags::to_options() const {
   o.grid.group_size = group;
   o.grid.symmetric = sym;
   o.grid.search = parse_scale_search(scales);
+  CDQ_CHECK(!(sym && o.grid.search == ScaleSearch::Hqq),
+            "--scales hqq fits the zero points, which --sym fixes: drop one of them");
   o.percdamp = percdamp;
   o.act_order = act_order;
   o.static_groups = static_groups;
@@ -67,6 +87,8 @@ SolverOptions SolverFlags::to_options() const {
   o.bcd_block = bcd_block;
   o.cd_rescale_rounds = cd_rescale;
   o.cd_init = parse_method(cd_init);
+  o.hqq_integer_zero = hqq_integer_zeros;
+  o.higgs_block = higgs_block;
   o.threads = threads;
   if (threads > 0) omp_set_num_threads(threads);
   return o;

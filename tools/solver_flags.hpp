@@ -20,13 +20,16 @@ struct SolverFlags {
   int cd_rescale = SolverOptions{}.cd_rescale_rounds;
   int bcd_block = SolverOptions{}.bcd_block;
   std::string cd_init = std::string(default_start().name());
+  bool hqq_integer_zeros = false;
+  int higgs_block = 0;
   int threads = 0;
 
   SolverOptions to_options() const;  // validates; throws cdq::Error
 };
 
 // Adds --sym, --act-order, --static-groups, --percdamp, --scales, --cd-budget, --bcd-block,
-// --cd-init, --threads, and with grid_flags also --bits and --group.
+// --cd-init, --hqq-integer-zeros, --higgs-block, --threads, and with grid_flags also --bits
+// and --group.
 void add_solver_flags(CLI::App* cmd, SolverFlags& flags, bool grid_flags = true);
 
 // The names of `methods` (option defaults from the method registry's).

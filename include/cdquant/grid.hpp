@@ -11,6 +11,7 @@
 #include <cdquant/matrix.hpp>
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -20,10 +21,17 @@ enum class ScaleSearch {
   MinMax,  // range of the group (forced to include 0), as the GPTQ reference
   Mse,     // shrink the range by c in (1 - max_shrink, 1], keep the lowest |w - Q(w)|^norm
   Owc,     // the same search scored by the H-weighted error (CDQuant's optimal weight clipping)
+  // HQQ's grid (quant/hqq.hpp): min-max scales, zero points fitted to the lp error (p = 0.7)
+  // by half-quadratic splitting, then made integer (floor or ceil, whichever errs less), so
+  // GPTQ checkpoints and the CD scale refit take it as any other integer grid. Data-free;
+  // asymmetric grids only (HQQ's whole fit is the zero point).
+  Hqq,
 };
 
 ScaleSearch parse_scale_search(std::string_view name);
 const char* scale_search_name(ScaleSearch s);
+// Every scale search's name, in enum order (what --scales takes).
+std::vector<std::string> scale_search_names();
 
 // Uniform integer grid specification.
 struct GridSpec {

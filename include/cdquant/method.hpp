@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cdquant/grid_constraint.hpp>
+#include <cstdint>
 #include <span>
 #include <string>
 #include <string_view>
@@ -20,8 +21,9 @@ struct SolverOptions;
 struct SolveResult;
 struct StageState;  // what a start hands its refinement (src/quant/method_stages.hpp)
 
-// A start: fills res.grid, res.codes (and notes) from W and H. A refinement: improves them.
-// Both run once per layer solve.
+// A start: fills res.grid, res.codes (and notes) from W and H; a start whose weights are not
+// grid values (kept outliers, a rotated basis) also fills res.q and says so in the StageState.
+// A refinement: improves grid and codes. Both run once per layer solve.
 using StartFn = void (*)(const Matrix& w, const Matrix& h, const SolverOptions& options,
                          SolveResult& res, StageState& state);
 using RefineFn = void (*)(const Matrix& w, const Matrix& h, const SolverOptions& options,
@@ -33,8 +35,8 @@ struct Refinement {
 };
 
 // When the method reads H (calibration): always; only for an H-weighted scale search (RTN on
-// a minmax or mse grid needs no calibration data, with --scales owc it does); or never (room for
-// data-free starts such as HQQ; none yet).
+// a minmax, mse or hqq grid needs no calibration data, with --scales owc it does); or never
+// (the data-free starts hqq, easyquant, higgs: they are handed H and ignore it).
 enum class HessianUse { Always, ScaleSearch, Never };
 
 // Bit set of the GridKinds (grid_constraint.hpp) a method can solve under.
@@ -45,6 +47,10 @@ constexpr unsigned kFreeAndBlockGrids = grid_bit(GridKind::Free) | grid_bit(Grid
 // Every kind, codebook grids included (methods that only pick codes on a given grid).
 constexpr unsigned kAllGrids = kFreeAndBlockGrids | grid_bit(GridKind::Codebook);
 
+// Nominal bits per weight of a method's stored layer (codes, scales, zero points, ...) for a
+// d_in-input layer under these options, on a free grid.
+using BitsPerWeightFn = double (*)(const SolverOptions& options, int64_t d_in);
+
 // One row of the registry.
 struct MethodInfo {
   std::string_view name;         // what --method, --methods (and, for starts, --cd-init) take
@@ -53,11 +59,16 @@ struct MethodInfo {
   const Refinement* refinement;  // null: the start alone (then the method is a start itself)
   HessianUse hessian;
   unsigned grids;  // grid_bit()s of the grid constraints it supports
-  // Null when packed formats (GGUF, GPTQ) can store the result; else one sentence saying why
-  // not (the output-format registry refuses the method for them with it).
+  // Null when grid and codes hold the result (any format can pack it). Otherwise one sentence
+  // saying why only float outputs can store it (the SolveResult's q); such a start cannot be
+  // refined either (the refinement moves codes on the grid, which do not describe q).
   const char* float_only_reason = nullptr;
+  // Null: an integer grid's b + (16-bit scale [+ b-bit zero point]) per group.
+  BitsPerWeightFn bits_per_weight = nullptr;
 
   bool is_start() const { return start != nullptr && refinement == nullptr; }
+  // A start that a refinement can follow (a --cd-init value): its grid and codes are its result.
+  bool refinable_start() const { return is_start() && float_only_reason == nullptr; }
 };
 
 // A registered method: a handle to its row (compares by identity). Default: none.
@@ -80,7 +91,7 @@ std::span<const MethodInfo> method_table();
 
 // The row named `name`; unknown names throw an Error listing every valid one.
 Method parse_method(std::string_view name);
-// Every method name, in table order, and the starts alone (the values of --cd-init).
+// Every method name, in table order, and the refinable starts (the values of --cd-init).
 std::vector<std::string> method_names();
 std::vector<std::string> start_names();
 // "name — description" lines, one per row (no final newline), for --help.
@@ -89,13 +100,18 @@ std::string method_help();
 std::string method_list(const std::vector<std::string>& names);
 
 // The start a method runs, as the row of that start alone: its own start's, or options.cd_init
-// (checked to be a start).
+// (checked to be a refinable start).
 Method start_of(Method method, const SolverOptions& options);
 // Whether the method reads H with these options (MethodInfo::hessian).
 bool needs_hessian(Method method, const SolverOptions& options);
 // Whether the method can solve under a grid constraint of this kind. Refinements that start
 // from --cd-init also need that start to support it (solve_layer checks both).
 bool supports(Method method, GridKind kind);
+// Nominal bits per weight of the method's layer of d_in inputs (MethodInfo::bits_per_weight, or
+// its start's, or the integer grid's); refinements store what their start stores.
+double bits_per_weight(Method method, const SolverOptions& options, int64_t d_in);
+// The integer grid's: b + (16 [+ b for an asymmetric zero point]) per group of --group columns.
+double integer_grid_bits_per_weight(const SolverOptions& options, int64_t d_in);
 
 // The defaults of the front ends: `cdquant quantize --method` (cd), --cd-init (gptq), and the
 // methods `cdquant layer` and `cdquant demo` compare unless told otherwise (rtn, gptq, cd).

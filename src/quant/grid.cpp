@@ -6,11 +6,21 @@
 
 namespace cdq {
 
+namespace {
+
+constexpr ScaleSearch kScaleSearches[] = {ScaleSearch::MinMax, ScaleSearch::Mse, ScaleSearch::Owc,
+                                          ScaleSearch::Hqq};
+
+}  // namespace
+
 ScaleSearch parse_scale_search(std::string_view name) {
-  if (name == "minmax") return ScaleSearch::MinMax;
-  if (name == "mse") return ScaleSearch::Mse;
-  if (name == "owc") return ScaleSearch::Owc;
-  fail("unknown scale search '{}' (expected minmax, mse or owc)", name);
+  for (ScaleSearch s : kScaleSearches)
+    if (name == scale_search_name(s)) return s;
+  std::string expected;
+  const std::vector<std::string> names = scale_search_names();
+  for (size_t i = 0; i < names.size(); ++i)
+    expected += (i == 0 ? "" : i + 1 == names.size() ? " or " : ", ") + names[i];
+  fail("unknown scale search '{}' (expected {})", name, expected);
 }
 
 const char* scale_search_name(ScaleSearch s) {
@@ -21,8 +31,16 @@ const char* scale_search_name(ScaleSearch s) {
       return "mse";
     case ScaleSearch::Owc:
       return "owc";
+    case ScaleSearch::Hqq:
+      return "hqq";
   }
   return "?";
+}
+
+std::vector<std::string> scale_search_names() {
+  std::vector<std::string> out;
+  for (ScaleSearch s : kScaleSearches) out.emplace_back(scale_search_name(s));
+  return out;
 }
 
 int Grid::nearest(int64_t r, int64_t c, float w) const {

@@ -35,8 +35,17 @@ constexpr StartFn kCdInit = nullptr;  // the start options.cd_init names (--cd-i
 // starting from it do not take codebook grids.
 constexpr unsigned kAll = kAllGrids;
 constexpr unsigned kNoCodebook = kFreeAndBlockGrids;
+// Data-free methods fit their own grids (or none): the GGUF types' fixed grids leave them
+// nothing to choose.
+constexpr unsigned kFree = grid_bit(GridKind::Free);
 
-// The table. A start alone (no refinement) is also a valid --cd-init value.
+constexpr const char* kOutliersInFloat =
+    "keeps outlier weights in float, which GGUF and GPTQ cannot store";
+constexpr const char* kOnlineHadamard =
+    "needs the online Hadamard transform at inference, which no GGUF or GPTQ kernel runs";
+
+// The table. A start alone (no refinement) is also a valid --cd-init value, unless it is
+// float-only (its grid and codes do not hold its result).
 constexpr MethodInfo kMethods[] = {
     {"rtn", "round to nearest on the --scales grid", start_rtn, nullptr, HessianUse::ScaleSearch,
      kAll},
@@ -54,6 +63,25 @@ constexpr MethodInfo kMethods[] = {
      HessianUse::Always, kNoCodebook},
     {"owc-bcd", "block coordinate descent from the OWC codes", start_owc, &kBlock,
      HessianUse::Always, kNoCodebook},
+    // Data-free (no calibration data; H is handed over and ignored).
+    {"hqq",
+     "round to nearest on HQQ's grid: zero points fitted to the lp error, fractional except "
+     "for GPTQ checkpoints, refits or --hqq-integer-zeros; asymmetric, --scales not read; no "
+     "calibration data",
+     start_hqq, nullptr, HessianUse::Never, kFree, nullptr, hqq_bits_per_weight},
+    {"easyquant",
+     "EasyQuant: per channel only (--group 0), symmetric, the step fitted by gradient descent, "
+     "weights beyond 3 sigma of the row kept in float; no calibration data",
+     start_easyquant, nullptr, HessianUse::Never, kFree, kOutliersInFloat,
+     easyquant_bits_per_weight},
+    {"higgs",
+     "HIGGS: blocks of --higgs-block inputs Hadamard-rotated and rounded on the MSE-optimal "
+     "Gaussian levels (p = 1), --bits 2..4; no calibration data",
+     start_higgs, nullptr, HessianUse::Never, kFree, kOnlineHadamard, higgs_p1_bits_per_weight},
+    {"higgs-p2",
+     "HIGGS on 2-D Gaussian grids (pairs of rotated inputs coded jointly, p = 2), --bits 2..4; "
+     "no calibration data",
+     start_higgs_p2, nullptr, HessianUse::Never, kFree, kOnlineHadamard, higgs_p2_bits_per_weight},
 };
 
 // The defaults of the front ends (method.hpp).
@@ -93,7 +121,7 @@ std::vector<std::string> method_names() {
 std::vector<std::string> start_names() {
   std::vector<std::string> out;
   for (const MethodInfo& m : kMethods)
-    if (m.is_start()) out.emplace_back(m.name);
+    if (m.refinable_start()) out.emplace_back(m.name);
   return out;
 }
 
@@ -118,8 +146,12 @@ std::string method_list(const std::vector<std::string>& names) {
 Method start_of(Method method, const SolverOptions& options) {
   const MethodInfo& m = method.info();
   if (m.start == nullptr) {
-    CDQ_CHECK(!options.cd_init.empty() && options.cd_init.info().is_start(),
-              "cd_init must be {}, got '{}'", method_list(start_names()), options.cd_init.name());
+    CDQ_CHECK(!options.cd_init.empty() && options.cd_init.info().refinable_start(),
+              "cd_init must be {}, got '{}'{}", method_list(start_names()), options.cd_init.name(),
+              !options.cd_init.empty() && options.cd_init.info().float_only_reason
+                  ? fmt::format(" (it cannot be refined: it {})",
+                                options.cd_init.info().float_only_reason)
+                  : "");
     return options.cd_init;
   }
   for (const MethodInfo& s : kMethods)
@@ -141,6 +173,23 @@ bool needs_hessian(Method method, const SolverOptions& options) {
 
 bool supports(Method method, GridKind kind) {
   return (method.info().grids & grid_bit(kind)) != 0;
+}
+
+double integer_grid_bits_per_weight(const SolverOptions& options, int64_t d_in) {
+  const GridSpec& g = options.grid;
+  const int64_t group = g.group_size > 0 ? g.group_size : d_in;
+  const int64_t n_groups = (d_in + group - 1) / group;
+  const double per_group = 16.0 + (g.symmetric ? 0.0 : g.bits);  // fp16 scale, b-bit zero
+  return g.bits + per_group * static_cast<double>(n_groups) / static_cast<double>(d_in);
+}
+
+double bits_per_weight(Method method, const SolverOptions& options, int64_t d_in) {
+  CDQ_CHECK(d_in > 0, "bits per weight of a layer with {} inputs", d_in);
+  const MethodInfo& m = method.info();
+  if (m.bits_per_weight != nullptr) return m.bits_per_weight(options, d_in);
+  const MethodInfo& from = start_of(method, options).info();
+  return from.bits_per_weight != nullptr ? from.bits_per_weight(options, d_in)
+                                         : integer_grid_bits_per_weight(options, d_in);
 }
 
 Method default_method() {

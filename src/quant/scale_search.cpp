@@ -15,6 +15,10 @@
 // owc_exact_cols columns: O(n * owc_exact_cols) per row and candidate) and only min-max plus
 // the spec.owc_refine best screened ones are scored exactly; the kept candidate is still
 // chosen by the exact score, so OWC stays never worse than min-max.
+//
+// HQQ (ScaleSearch::Hqq) is not a candidate search: fit_grid runs HQQ on the whole matrix (its
+// early stop watches the whole tensor, as HQQ's); GPTQ's dynamic groups run it on the group's
+// current columns alone.
 #include "quant/scale_search.hpp"
 
 #include <algorithm>
@@ -26,6 +30,7 @@
 #include <vector>
 
 #include "linalg/linalg.hpp"
+#include "quant/hqq.hpp"
 
 namespace cdq {
 
@@ -179,7 +184,34 @@ void fit_owc(const ConstBlock& w, const GridSpec& spec, const ConstBlock& h,
     best[static_cast<size_t>(r)] = chosen(r, first_min(scores.data() + r * slots, slots));
 }
 
+// The stored value of a fitted scale where the format stores fp16 (as candidate() rounds).
+float fp16_exact(float scale) {
+  return std::clamp(fp16_to_float(float_to_fp16(scale)), 0x1p-24f, 65504.0f);
+}
+
+HqqSpec hqq_spec_of(const GridSpec& spec, bool integer_zero) {
+  CDQ_CHECK(!spec.symmetric,
+            "HQQ fits the zero points, which a symmetric grid fixes: drop --sym for hqq (method "
+            "or --scales)");
+  HqqSpec hs;  // HQQ's defaults (p = 0.7, beta 10, kappa 1.01, 20 iterations, early stop)
+  hs.bits = spec.bits;
+  hs.group_size = spec.group_size;
+  hs.integer_zero = integer_zero;
+  return hs;
+}
+
 }  // namespace
+
+Grid fit_hqq_grid(const Matrix& w, const GridSpec& spec, bool integer_zero) {
+  Grid g = hqq_quantize(w, hqq_spec_of(spec, integer_zero)).grid;
+  if (spec.fp16_scales)
+    for (size_t k = 0; k < g.scale.size(); ++k) {
+      const float s = fp16_exact(g.scale[k]);
+      g.bias[k] = integer_zero ? -s * static_cast<float>(g.zero[k]) : g.bias[k] * (s / g.scale[k]);
+      g.scale[k] = s;
+    }
+  return g;
+}
 
 int scale_candidates(const GridSpec& spec) {
   if (spec.search == ScaleSearch::MinMax) return 1;
@@ -217,6 +249,18 @@ void fit_group_columns(const ConstBlock& w, const GridSpec& spec, const ConstBlo
   CDQ_CHECK(spec.search == ScaleSearch::MinMax || spec.search_points > 0,
             "scale search needs search_points > 0, got {}", spec.search_points);
   if (w.rows == 0 || w.cols == 0) return;
+  if (spec.search == ScaleSearch::Hqq) {  // the group's columns as one per-row HQQ problem
+    Matrix cols(w.rows, w.cols);
+    for (int64_t r = 0; r < w.rows; ++r) std::copy_n(w.row(r), w.cols, cols.row(r));
+    GridSpec one = spec;
+    one.group_size = 0;
+    const Grid g = fit_hqq_grid(cols, one, true);
+    for (int64_t r = 0; r < w.rows; ++r) {
+      scale[r * stride] = g.scale[static_cast<size_t>(r)];
+      zero[r * stride] = g.zero[static_cast<size_t>(r)];
+    }
+    return;
+  }
   std::vector<Range> ranges(static_cast<size_t>(w.rows));
   std::vector<Params> best(static_cast<size_t>(w.rows));
 #pragma omp parallel for schedule(static) if (w.rows * w.cols > kParallelWork)
@@ -262,6 +306,7 @@ Grid fit_grid(const Matrix& w, const GridSpec& spec, const Matrix* h) {
             "OWC scale search needs the Hessian H");
   CDQ_CHECK(h == nullptr || (h->rows == w.cols && h->cols == w.cols),
             "H must be [{}, {}] for W [{}, {}]", w.cols, w.cols, w.rows, w.cols);
+  if (spec.search == ScaleSearch::Hqq) return fit_hqq_grid(w, spec, true);
   Grid g = make_grid_layout(w.rows, w.cols, spec.group_size, spec.maxq());
   g.zero.assign(g.scale.size(), 0);
   const int64_t gs = spec.group_size <= 0 ? w.cols : spec.group_size;

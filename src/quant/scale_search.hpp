@@ -1,9 +1,10 @@
-// The scale search behind fit_grid (scale_search.cpp): one group's min-max / MSE / OWC fit and
-// its scores, and the shared-multiplier rule of formats that store one scale for several
+// The scale search behind fit_grid (scale_search.cpp): one group's min-max / MSE / OWC / HQQ fit
+// and its scores, and the shared-multiplier rule of formats that store one scale for several
 // groups. Internal to quant (GPTQ fits dynamic groups with it; tests check each piece).
 #pragma once
 
 #include <cdquant/grid.hpp>
+#include <cdquant/matrix.hpp>
 #include <cstdint>
 #include <optional>
 
@@ -37,6 +38,13 @@ struct ConstBlock {
 // (error-updated) columns of a dynamic group.
 void fit_group_columns(const ConstBlock& w, const GridSpec& spec, const ConstBlock* h_block,
                        float* scale, int32_t* zero, int64_t stride);
+
+// HQQ's grid of W [d_out, d_in] for spec's bits and group size (quant/hqq.hpp; spec.search and
+// the MSE/OWC fields are not read): integer zero points (floor or ceil of HQQ's) or, with
+// integer_zero false, HQQ's own fractional ones (bias = -scale z, `zero` empty). With
+// spec.fp16_scales every scale is then rounded to fp16 (its zero point kept). Throws for
+// symmetric specs: HQQ fits nothing but the zero points.
+Grid fit_hqq_grid(const Matrix& w, const GridSpec& spec, bool integer_zero);
 
 // One row's group of n values; h_block: [n, n] row-major (Owc only, else may be null).
 void fit_group_params(const float* values, int64_t n, const GridSpec& spec, const float* h_block,

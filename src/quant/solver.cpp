@@ -1,4 +1,5 @@
-// solve_layer: validation, dispatch through the method's registry row, and the true objective.
+// solve_layer: validation, dispatch through the method's registry row, and the true objective
+// (of res.q, whichever stage made it).
 #include <cdquant/solver.hpp>
 #include <chrono>
 #include <cmath>
@@ -88,8 +89,9 @@ SolveResult solve_layer(const Matrix& w, const Matrix& h, Method method,
   StageState state;
   state.refined = m.refinement != nullptr;
   start.info().start(w, h, options, res, state);
+  CDQ_ASSERT(!(state.q_set && m.refinement != nullptr));  // start_of refuses such starts
   if (m.refinement != nullptr) m.refinement->run(w, h, options, res, state);
-  res.q = dequantize(res.grid, res.codes);
+  if (!state.q_set) res.q = dequantize(res.grid, res.codes);
   res.seconds = seconds_since(t0);
   res.objective = layer_objective(w, res.q, h);
   res.reference = layer_reference(w, h);
