@@ -55,7 +55,8 @@ TEST(Methods, EveryNameParsesBackToItsRow) {
 TEST(Methods, TodaysNamesAndStructure) {
   EXPECT_EQ(method_names(),
             (std::vector<std::string>{"rtn", "owc", "gptq", "cd", "bcd", "cyclic", "owc-cd",
-                                      "owc-bcd", "hqq", "easyquant", "higgs", "higgs-p2"}));
+                                      "owc-bcd", "hqq", "easyquant", "higgs", "higgs-p2",
+                                      "higgs-gptq", "higgs-cd"}));
   // The --cd-init values: the starts whose grid and codes are their result.
   EXPECT_EQ(start_names(), (std::vector<std::string>{"rtn", "owc", "gptq", "hqq"}));
   const SolverOptions opt;
@@ -107,16 +108,18 @@ TEST(Methods, HessianAndGridNeeds) {
   EXPECT_FALSE(needs_hessian(parse_method("rtn"), opt));
   opt.grid.search = ScaleSearch::MinMax;
   for (const MethodInfo& row : method_table()) {
-    // The data-free rows (test_datafree_methods.cpp) fit their own grids: free grids only.
+    // The data-free rows (test_datafree_methods.cpp) and data-aware HIGGS (test_higgs_aware.cpp)
+    // fit their own grids: free grids only.
     const bool data_free = row.hessian == HessianUse::Never;
+    const bool own_grid = data_free || row.name.substr(0, 6) == "higgs-";
     if (row.name != "rtn") {
       EXPECT_EQ(needs_hessian(Method(row), opt), !data_free) << row.name;
     }
     EXPECT_TRUE(supports(Method(row), GridKind::Free)) << row.name;
-    EXPECT_EQ(supports(Method(row), GridKind::GgmlBlock), !data_free) << row.name;
+    EXPECT_EQ(supports(Method(row), GridKind::GgmlBlock), !own_grid) << row.name;
     // Codebook grids: every calibrated method but the OWC scale search and those from it.
     EXPECT_EQ(supports(Method(row), GridKind::Codebook),
-              !data_free && row.name.substr(0, 3) != "owc")
+              !own_grid && row.name.substr(0, 3) != "owc")
         << row.name;
   }
 }
@@ -142,7 +145,7 @@ TEST(Methods, UnknownNamesListEveryName) {
   EXPECT_THAT(err, HasSubstr("unknown method 'nope'"));
   for (const std::string& name : method_names()) EXPECT_THAT(err, HasSubstr(name));
   EXPECT_THAT(err, HasSubstr("rtn, owc, gptq, cd, bcd, cyclic, owc-cd, owc-bcd, hqq, easyquant, "
-                             "higgs or higgs-p2"));
+                             "higgs, higgs-p2, higgs-gptq or higgs-cd"));
   const auto r = run_cli({"layer", "--synthetic", "8,8", "--methods", "rtn,nope"});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_THAT(r.err, HasSubstr(method_list(method_names())));

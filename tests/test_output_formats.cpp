@@ -102,6 +102,23 @@ TEST(OutputFormats, PackedFormatsRefuseCodesInATransformedBasis) {
   EXPECT_EQ(test::error_of([&] { run_quantize_job(job); }), "(no error)");
 }
 
+TEST(OutputFormats, PackedFormatsRefuseFloatOnlyMethods) {
+  EXPECT_EQ(test::error_of(
+                [] { check_format_holds(find_output_format("gptq"), parse_method("easyquant")); }),
+            "--format gptq cannot hold --method easyquant: it keeps outlier weights in float, "
+            "which GGUF and GPTQ cannot store; use --format float");
+  for (const char* m : {"higgs", "higgs-cd"})
+    EXPECT_THAT(
+        test::error_of([&] { check_format_holds(find_output_format("gguf"), parse_method(m)); }),
+        HasSubstr("needs the online Hadamard transform at inference"));
+  EXPECT_EQ(test::error_of(
+                [] { check_format_holds(find_output_format("float"), parse_method("higgs-cd")); }),
+            "(no error)");
+  EXPECT_EQ(
+      test::error_of([] { check_format_holds(find_output_format("gguf"), parse_method("hqq")); }),
+      "--method hqq cannot solve on the grids of --format gguf");
+}
+
 TEST(OutputFormats, FloatOutputOfAGptqCheckpointIsAClearError) {
   test::TempDir tmp("cdq-formats");
   run_quantize_job(small_job(test::stories260k_path(), tmp.file("gptq"), "gptq"));

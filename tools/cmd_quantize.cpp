@@ -94,8 +94,10 @@ void register_quantize(CLI::App& app) {
       job.on_self_calibration = print_self_calibration;
     }
     const QuantizeSummary s = run_quantize_job(job);
-    fmt::print("quantized {} linears with {} in {:.1f}s (mean relative error {:.4e}) -> {}\n",
-               s.linears, flags->method, s.seconds, s.mean_relative, job.out_path);
+    fmt::print(
+        "quantized {} linears with {} in {:.1f}s (mean relative error {:.4e}, {:.3f} bits per "
+        "weight) -> {}\n",
+        s.linears, flags->method, s.seconds, s.mean_relative, s.bits_per_weight, job.out_path);
   });
 }
 

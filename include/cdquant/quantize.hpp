@@ -66,6 +66,9 @@ struct QuantizeSummary {
   int linears = 0;
   double seconds = 0.0;
   double mean_relative = 0.0;  // mean over linears of L(Q) / tr(W H W^T)
+  // Of the linears, as the method stores them (bits_per_weight of cdquant/method.hpp), weighted
+  // by their sizes; the format may add its own overhead (GGUF types are fixed per tensor).
+  double bits_per_weight = 0.0;
 };
 
 // Quantizes every block of the model read from `reader` with calibration windows of equal

@@ -147,7 +147,7 @@ QuantizeSummary quantize_model(ModelReader& reader,
   const int64_t chunk_seqs = std::max<int64_t>(1, options.chunk_tokens / seqlen);
   const int total = config.n_layers * 7;
   QuantizeSummary summary;
-  double relative_sum = 0.0;
+  double relative_sum = 0.0, bits_sum = 0.0, weights = 0.0;
 
   for (int layer = 0; layer < config.n_layers; ++layer) {
     BlockWeights block = reader.read_block(layer);
@@ -167,6 +167,10 @@ QuantizeSummary quantize_model(ModelReader& reader,
             solve_linear(layer, l, block, hs[static_cast<size_t>(input_of(l))], options));
         ++summary.linears;
         relative_sum += results.back().relative;
+        const Matrix& w = block.linear(l);
+        const auto numel = static_cast<double>(w.rows * w.cols);
+        bits_sum += numel * bits_per_weight(options.method, options.solver, w.cols);
+        weights += numel;
         if (options.progress) {
           const double elapsed = seconds_since(t0);
           options.progress({&results.back(), summary.linears, total, elapsed,
@@ -180,6 +184,7 @@ QuantizeSummary quantize_model(ModelReader& reader,
   }
   summary.seconds = seconds_since(t0);
   summary.mean_relative = summary.linears ? relative_sum / summary.linears : 0.0;
+  summary.bits_per_weight = weights > 0 ? bits_sum / weights : 0.0;
   return summary;
 }
 

@@ -25,6 +25,18 @@ void cyclic_cd(const Matrix& w, const Matrix& h, const SolverOptions& o, SolveRe
   refine_cd(CdKind::Cyclic, w, h, o, res, st);
 }
 
+Method find_method(std::string_view name);
+
+// Data-aware HIGGS: GPTQ, or CD from GPTQ, on the rotated problem (start_higgs_aware.cpp).
+void start_higgs_gptq(const Matrix& w, const Matrix& h, const SolverOptions& o, SolveResult& res,
+                      StageState& st) {
+  solve_higgs_rotated(w, h, find_method("gptq"), o, res, st);
+}
+void start_higgs_cd(const Matrix& w, const Matrix& h, const SolverOptions& o, SolveResult& res,
+                    StageState& st) {
+  solve_higgs_rotated(w, h, find_method("cd"), o, res, st);
+}
+
 constexpr Refinement kGreedy{"greedy CD", greedy_cd};
 constexpr Refinement kBlock{"block CD", block_cd};
 constexpr Refinement kCyclic{"cyclic CD", cyclic_cd};
@@ -82,6 +94,16 @@ constexpr MethodInfo kMethods[] = {
      "HIGGS on 2-D Gaussian grids (pairs of rotated inputs coded jointly, p = 2), --bits 2..4; "
      "no calibration data",
      start_higgs_p2, nullptr, HessianUse::Never, kFree, kOnlineHadamard, higgs_p2_bits_per_weight},
+    // Data-aware HIGGS: the same rotation and grid, codes chosen against H.
+    {"higgs-gptq",
+     "GPTQ on the Hadamard-rotated problem (W R^T, R H R^T) with HIGGS's p = 1 grid as the grid, "
+     "--bits 2..4",
+     start_higgs_gptq, nullptr, HessianUse::Always, kFree, kOnlineHadamard,
+     higgs_p1_bits_per_weight},
+    {"higgs-cd",
+     "greedy CD from GPTQ on the Hadamard-rotated problem with HIGGS's p = 1 grid (CD inside "
+     "incoherence processing), --bits 2..4",
+     start_higgs_cd, nullptr, HessianUse::Always, kFree, kOnlineHadamard, higgs_p1_bits_per_weight},
 };
 
 // The defaults of the front ends (method.hpp).
@@ -93,6 +115,12 @@ const MethodInfo* find(std::string_view name) {
   for (const MethodInfo& m : kMethods)
     if (m.name == name) return &m;
   return nullptr;
+}
+
+Method find_method(std::string_view name) {
+  const MethodInfo* m = find(name);
+  CDQ_ASSERT(m != nullptr);
+  return Method(*m);
 }
 
 }  // namespace

@@ -44,6 +44,11 @@ void start_higgs(const Matrix& w, const Matrix& h, const SolverOptions& options,
 void start_higgs_p2(const Matrix& w, const Matrix& h, const SolverOptions& options,
                     SolveResult& res, StageState& state);
 
+// Data-aware HIGGS (start_higgs_aware.cpp): `inner` (GPTQ, or CD from GPTQ) on the
+// Hadamard-rotated problem with HIGGS's p = 1 grid; fills res.q in the model's basis.
+void solve_higgs_rotated(const Matrix& w, const Matrix& h, Method inner,
+                         const SolverOptions& options, SolveResult& res, StageState& state);
+
 // Whether the hqq start uses integer zero points (start_hqq.cpp), `refined`: a refinement follows.
 bool hqq_integer_zero(const SolverOptions& options, bool refined);
 
