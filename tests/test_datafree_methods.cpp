@@ -31,35 +31,11 @@ using ::testing::HasSubstr;
 
 constexpr const char* kDataFree[] = {"hqq", "easyquant", "higgs", "higgs-p2"};
 
-// Weights of a trained layer's scale: Gaussian (dof 0) or Student-t (heavy tails).
-Matrix weights(int64_t rows, int64_t cols, uint64_t seed, double dof) {
-  Rng rng(seed);
-  Matrix w(rows, cols);
-  for (float& v : w.data)
-    v = static_cast<float>(0.02 * (dof > 0 ? rng.student_t(dof) : rng.normal()));
-  return w;
-}
-
 // H = I: the layer objective is the squared weight error.
 Matrix identity(int64_t n) {
   Matrix h(n, n);
   for (int64_t i = 0; i < n; ++i) h(i, i) = 1.0f;
   return h;
-}
-
-double sq_diff(const Matrix& a, const Matrix& b) {
-  double s = 0.0;
-  for (size_t i = 0; i < a.data.size(); ++i) {
-    const double d = static_cast<double>(a.data[i]) - b.data[i];
-    s += d * d;
-  }
-  return s;
-}
-
-double sq_norm(const Matrix& a) {
-  double s = 0.0;
-  for (float v : a.data) s += static_cast<double>(v) * v;
-  return s;
 }
 
 SolverOptions options(int bits, int group) {
@@ -118,14 +94,14 @@ TEST(DataFreeMethods, HelpOfQuantizeAndLayerListsThemAndTheirFlags) {
 }
 
 TEST(DataFreeMethods, HqqHasLowerWeightMseThanRtnAtG32OnHeavyTails) {
-  const Matrix w = weights(64, 1024, 7, 3.0);
+  const Matrix w = test::layer_weights(64, 1024, 7, 3.0);
   const Matrix h = identity(w.cols);
   for (int bits : {3, 4}) {
     const SolverOptions o = options(bits, 32);
     const SolveResult rtn = solve_layer(w, h, parse_method("rtn"), o);
     const SolveResult hqq = solve_layer(w, h, parse_method("hqq"), o);
     EXPECT_FALSE(hqq.grid.is_integer_grid()) << "fractional zero points by default";
-    EXPECT_NEAR(hqq.objective, sq_diff(hqq.q, w), 1e-4 * hqq.objective);
+    EXPECT_NEAR(hqq.objective, test::squared_distance(hqq.q, w), 1e-4 * hqq.objective);
     const double ratio = hqq.objective / rtn.objective;
     std::printf("Student-t(3) g32 %d bits: hqq / rtn weight MSE = %.3f\n", bits, ratio);
     EXPECT_LT(ratio, 0.93) << bits;  // measured 0.87 (3 bits), 0.85 (4 bits) by test_hqq
@@ -142,7 +118,7 @@ TEST(DataFreeMethods, HqqHasLowerWeightMseThanRtnAtG32OnHeavyTails) {
 }
 
 TEST(DataFreeMethods, HqqRefusesSymmetricGridsAndUsesIntegerZerosWhereNeeded) {
-  const Matrix w = weights(16, 128, 3, 3.0);
+  const Matrix w = test::layer_weights(16, 128, 3, 3.0);
   const Matrix h = identity(w.cols);
   SolverOptions o = options(4, 32);
   o.grid.symmetric = true;
@@ -212,7 +188,7 @@ TEST(DataFreeMethods, ScalesHqqIsAnIntegerGridGptqAndCdNeverEndAboveRtnOnIt) {
 }
 
 TEST(DataFreeMethods, EasyQuantKeepsTheOutliersExactlyInQ) {
-  const Matrix w = weights(32, 512, 11, 3.0);
+  const Matrix w = test::layer_weights(32, 512, 11, 3.0);
   const LayerProblem p = make_synthetic_problem(32, 512, SyntheticOptions{});
   const SolverOptions o = options(3, 0);
   const SolveResult r = solve_layer(w, p.h, parse_method("easyquant"), o);
@@ -258,7 +234,7 @@ TEST(DataFreeMethods, HiggsObjectiveIsOfQAndItsErrorIsTheGridMse) {
       EXPECT_TRUE(r.codes.empty()) << ctx;  // HIGGS's codes are in the rotated basis
       EXPECT_EQ(r.grid.d_out, 0) << ctx;
       ASSERT_FALSE(r.notes.empty()) << ctx;
-      const double rel = sq_diff(r.q, w) / sq_norm(w);
+      const double rel = test::squared_distance(r.q, w) / test::squared_norm(w);
       const double grid_mse = normal_grid(bits, dim).mse;
       std::printf("%s: relative weight MSE %.5f, grid MSE %.5f\n", ctx.c_str(), rel, grid_mse);
       EXPECT_NEAR(rel / grid_mse, 1.0, 0.05) << ctx;

@@ -11,17 +11,10 @@
 #include <vector>
 
 #include "quant/easyquant.hpp"
+#include "support/problems.hpp"
 
 namespace cdq {
 namespace {
-
-Matrix weights(int64_t rows, int64_t cols, uint64_t seed, double dof) {
-  Rng rng(seed);
-  Matrix w(rows, cols);
-  for (float& v : w.data)
-    v = static_cast<float>(0.02 * (dof > 0 ? rng.student_t(dof) : rng.normal()));
-  return w;
-}
 
 struct RowStats {
   double mean = 0.0, sigma = 0.0;
@@ -43,7 +36,8 @@ std::vector<int32_t> row_outliers(const EasyQuantResult& q, int64_t r) {
 }
 
 TEST(EasyQuant, OutliersAreExactlyThoseBeyondNSigmaUnderTheCap) {
-  const Matrix w = weights(64, 2048, 1, 0.0);  // Gaussian: ~0.27% beyond 3 sigma, cap 1%
+  const Matrix w =
+      test::layer_weights(64, 2048, 1, 0.0);  // Gaussian: ~0.27% beyond 3 sigma, cap 1%
   const EasyQuantResult q = easyquant_quantize(w, {});
   int64_t total = 0;
   for (int64_t r = 0; r < w.rows; ++r) {
@@ -60,7 +54,7 @@ TEST(EasyQuant, OutliersAreExactlyThoseBeyondNSigmaUnderTheCap) {
 }
 
 TEST(EasyQuant, CapKeepsOnlyTheFarthestOutliers) {
-  const Matrix w = weights(32, 1000, 2, 2.0);  // very heavy tails: the 0.5% cap binds
+  const Matrix w = test::layer_weights(32, 1000, 2, 2.0);  // very heavy tails: the 0.5% cap binds
   EasyQuantSpec spec;
   spec.max_outlier_fraction = 0.005;
   const EasyQuantResult q = easyquant_quantize(w, spec);
@@ -94,7 +88,7 @@ TEST(EasyQuant, CapKeepsOnlyTheFarthestOutliers) {
 
 TEST(EasyQuant, OptimisedRangeNeverRaisesMseAndNearsTheBestStep) {
   for (int bits : {2, 3, 4, 8}) {
-    const Matrix w = weights(16, 1024, 3, 5.0);
+    const Matrix w = test::layer_weights(16, 1024, 3, 5.0);
     const EasyQuantResult q = easyquant_quantize(w, EasyQuantSpec{.bits = bits});
     double start = 0.0, final_mse = 0.0;
     for (int64_t r = 0; r < w.rows; ++r) {
@@ -131,7 +125,7 @@ TEST(EasyQuant, OptimisedRangeNeverRaisesMseAndNearsTheBestStep) {
 }
 
 TEST(EasyQuant, DequantizePutsOutliersBackExactly) {
-  const Matrix w = weights(24, 512, 4, 3.0);
+  const Matrix w = test::layer_weights(24, 512, 4, 3.0);
   const EasyQuantResult q = easyquant_quantize(w, {});
   const Matrix back = easyquant_dequantize(q);
   ASSERT_FALSE(q.outliers.col.empty());
@@ -158,7 +152,7 @@ TEST(EasyQuant, DequantizePutsOutliersBackExactly) {
 }
 
 TEST(EasyQuant, DeterministicAndRejectsBadSpecs) {
-  const Matrix w = weights(8, 256, 5, 3.0);
+  const Matrix w = test::layer_weights(8, 256, 5, 3.0);
   const EasyQuantResult a = easyquant_quantize(w, {}), b = easyquant_quantize(w, {});
   EXPECT_EQ(a.codes, b.codes);
   EXPECT_EQ(a.grid.scale, b.grid.scale);

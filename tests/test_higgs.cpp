@@ -18,27 +18,12 @@ namespace {
 
 constexpr double kEps = std::numeric_limits<float>::epsilon();
 
-double sq_diff(const Matrix& a, const Matrix& b) {
-  double s = 0.0;
-  for (size_t i = 0; i < a.data.size(); ++i) {
-    const double d = static_cast<double>(a.data[i]) - b.data[i];
-    s += d * d;
-  }
-  return s;
-}
-
-double sq_norm(const Matrix& a) {
-  double s = 0.0;
-  for (float v : a.data) s += static_cast<double>(v) * v;
-  return s;
-}
-
 double relative_error(const Matrix& w, const HiggsSpec& spec) {
   const HiggsCodes q = higgs_quantize(w, spec);
   const Matrix back = higgs_dequantize(q);
   EXPECT_EQ(back.rows, w.rows);
   EXPECT_EQ(back.cols, w.cols);
-  return sq_diff(back, w) / sq_norm(w);
+  return test::squared_distance(back, w) / test::squared_norm(w);
 }
 
 TEST(Higgs, RelativeErrorOnGaussianRowsIsTheGridMse) {
@@ -102,7 +87,7 @@ TEST(Higgs, PadsRaggedRowsAndDropsThePadding) {
   EXPECT_EQ(q.scales.size(), 8u * 4u);
   const Matrix back = higgs_dequantize(q);
   ASSERT_EQ(back.cols, 200);
-  EXPECT_LT(sq_diff(back, w) / sq_norm(w), 0.02);
+  EXPECT_LT(test::squared_distance(back, w) / test::squared_norm(w), 0.02);
   // The last block holds 8 weights and 56 zeros: its scale is |w_tail| / sqrt(64).
   double tail = 0.0;
   for (int64_t c = 192; c < 200; ++c) tail += static_cast<double>(w(0, c)) * w(0, c);
@@ -192,7 +177,8 @@ TEST(Higgs, RotationViaFwhtEqualsDenseBlockDiagonalProduct) {
       EXPECT_NEAR(hr(i, j), ref, 2.0 * d_pad * kEps * hmax);
     }
   const Matrix back = higgs_unrotate_weights(wr, d_in, h);
-  EXPECT_LE(std::sqrt(sq_diff(back, w)), 4.0 * std::log2(h) * kEps * std::sqrt(sq_norm(w)));
+  EXPECT_LE(std::sqrt(test::squared_distance(back, w)),
+            4.0 * std::log2(h) * kEps * std::sqrt(test::squared_norm(w)));
 }
 
 // tr(E H E^T) for E [d_out, n], in double.
@@ -224,8 +210,9 @@ TEST(Higgs, CodebookInRotatedSpaceKeepsTheObjectiveAndMatchesHiggs) {
   spec.bits = 3;
   spec.h = h;
   const Matrix direct = higgs_dequantize(higgs_quantize(w, spec));
-  EXPECT_LE(sq_diff(direct, q), 1e-3 * sq_diff(w, q));  // all but float near-ties agree
-  EXPECT_NEAR(sq_diff(w, q) / sq_norm(w), 0.03455, 0.03455 * 0.15);
+  EXPECT_LE(test::squared_distance(direct, q),
+            1e-3 * test::squared_distance(w, q));  // all but float near-ties agree
+  EXPECT_NEAR(test::squared_distance(w, q) / test::squared_norm(w), 0.03455, 0.03455 * 0.15);
 }
 
 TEST(Higgs, CodebookNearestIsTheClosestLevel) {

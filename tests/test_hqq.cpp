@@ -17,15 +17,6 @@
 namespace cdq {
 namespace {
 
-// Weights of a trained layer's scale: Gaussian (dof 0) or Student-t (heavy tails).
-Matrix weights(int64_t rows, int64_t cols, uint64_t seed, double dof) {
-  Rng rng(seed);
-  Matrix w(rows, cols);
-  for (float& v : w.data)
-    v = static_cast<float>(0.02 * (dof > 0 ? rng.student_t(dof) : rng.normal()));
-  return w;
-}
-
 HqqSpec spec_of(int bits, int group) {
   HqqSpec s;
   s.bits = bits;
@@ -65,7 +56,7 @@ TEST(Hqq, LpObjectiveFallsAndRisesAtMostSlightlyPerIteration) {
   for (double dof : {0.0, 3.0})
     for (int bits : {2, 3, 4})
       for (int group : {32, 128, 0}) {
-        const Matrix w = weights(64, 512, 17, dof);
+        const Matrix w = test::layer_weights(64, 512, 17, dof);
         HqqSpec spec = spec_of(bits, group);
         spec.early_stop = false;
         const HqqResult r = hqq_quantize(w, spec);
@@ -78,7 +69,7 @@ TEST(Hqq, LpObjectiveFallsAndRisesAtMostSlightlyPerIteration) {
 }
 
 TEST(Hqq, EarlyStopWhenMeanAbsErrorStopsFalling) {
-  const Matrix w = weights(64, 512, 3, 0.0);
+  const Matrix w = test::layer_weights(64, 512, 3, 0.0);
   const HqqResult r = hqq_quantize(w, spec_of(4, 32));
   ASSERT_TRUE(r.trace.stopped_early);  // measured: stops after ~12 of 20 updates at g32
   const std::vector<double>& e = r.trace.mean_abs_error;
@@ -96,7 +87,7 @@ TEST(Hqq, EarlyStopWhenMeanAbsErrorStopsFalling) {
 }
 
 TEST(Hqq, ReferenceReturnKeepsTheLastUpdate) {
-  const Matrix w = weights(32, 256, 4, 3.0);
+  const Matrix w = test::layer_weights(32, 256, 4, 3.0);
   HqqSpec spec = spec_of(3, 32);
   spec.reference_return = true;
   const HqqResult ref = hqq_quantize(w, spec);
@@ -112,7 +103,7 @@ TEST(Hqq, BeatsMinMaxLpErrorInSmallGroups) {
   for (double dof : {0.0, 3.0, 5.0})
     for (int bits : {2, 3, 4})
       for (int group : {32, 64}) {
-        const Matrix w = weights(64, 1024, 7, dof);
+        const Matrix w = test::layer_weights(64, 1024, 7, dof);
         const HqqResult h = hqq_quantize(w, spec_of(bits, group));
         const Rtn r = rtn_minmax(w, bits, group);
         EXPECT_LT(h.trace.final_lp_error, lp_error(w, r.grid, r.codes, 0.7))
@@ -126,7 +117,7 @@ TEST(Hqq, LowerWeightMseThanMinMaxRtnAtG32OnHeavyTails) {
   // Measured (256 x 1024, Student-t dof 3): g32 HQQ / RTN MSE = 0.94 (2 bits), 0.87 (3), 0.85
   // (4). Per channel there is no gain (within +-2% either way), which this test does not claim.
   for (int bits : {2, 3, 4}) {
-    const Matrix w = weights(64, 1024, 7, 3.0);
+    const Matrix w = test::layer_weights(64, 1024, 7, 3.0);
     const HqqResult h = hqq_quantize(w, spec_of(bits, 32));
     const Rtn r = rtn_minmax(w, bits, 32);
     const double ratio = mse(w, h.grid, h.codes) / mse(w, r.grid, r.codes);
@@ -136,7 +127,8 @@ TEST(Hqq, LowerWeightMseThanMinMaxRtnAtG32OnHeavyTails) {
 }
 
 TEST(Hqq, FractionalGridMatchesHqqFormula) {
-  const Matrix w = weights(8, 100, 9, 0.0);  // groups of 32: the last one holds 4 columns
+  const Matrix w =
+      test::layer_weights(8, 100, 9, 0.0);  // groups of 32: the last one holds 4 columns
   const HqqResult h = hqq_quantize(w, spec_of(3, 32));
   const Grid& g = h.grid;
   ASSERT_EQ(g.n_groups, 4);
@@ -157,7 +149,7 @@ TEST(Hqq, FractionalGridMatchesHqqFormula) {
 }
 
 TEST(Hqq, IntegerZeroVariantIsAnIntegerGrid) {
-  const Matrix w = weights(16, 256, 10, 3.0);
+  const Matrix w = test::layer_weights(16, 256, 10, 3.0);
   HqqSpec spec = spec_of(4, 64);
   spec.integer_zero = true;
   const HqqResult h = hqq_quantize(w, spec);
@@ -174,7 +166,7 @@ TEST(Hqq, IntegerZeroVariantIsAnIntegerGrid) {
 }
 
 TEST(Hqq, PerChannelAnyBitsAndFlatGroups) {
-  Matrix w = weights(4, 70, 12, 0.0);
+  Matrix w = test::layer_weights(4, 70, 12, 0.0);
   for (int64_t c = 0; c < 70; ++c) w(3, c) = 0.5f;  // a flat row: s capped, no NaN
   for (int bits : {2, 5, 8}) {
     const HqqResult h = hqq_quantize(w, spec_of(bits, 0));
@@ -193,7 +185,7 @@ TEST(Hqq, PerChannelAnyBitsAndFlatGroups) {
 // it stays off by default; this checks only the case where it was measured to help.
 TEST(Hqq, ScaleRefitIsAValidGridAndHelpsAtFourBitsInSmallGroups) {
   for (double dof : {0.0, 5.0}) {
-    const Matrix w = weights(64, 1024, 7, dof);
+    const Matrix w = test::layer_weights(64, 1024, 7, dof);
     HqqSpec spec = spec_of(4, 32);
     const HqqResult zero_only = hqq_quantize(w, spec);
     spec.optimize_scale = true;
@@ -206,7 +198,7 @@ TEST(Hqq, ScaleRefitIsAValidGridAndHelpsAtFourBitsInSmallGroups) {
 }
 
 TEST(Hqq, Deterministic) {
-  const Matrix w = weights(32, 512, 13, 3.0);
+  const Matrix w = test::layer_weights(32, 512, 13, 3.0);
   const HqqResult a = hqq_quantize(w, spec_of(3, 64)), b = hqq_quantize(w, spec_of(3, 64));
   EXPECT_EQ(a.codes, b.codes);
   EXPECT_EQ(a.grid.bias, b.grid.bias);

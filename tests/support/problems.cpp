@@ -49,4 +49,27 @@ void kill_input(Matrix& h, int64_t i) {
   }
 }
 
+Matrix layer_weights(int64_t rows, int64_t cols, uint64_t seed, double dof) {
+  Rng rng(seed);
+  Matrix w(rows, cols);
+  for (float& v : w.data)
+    v = static_cast<float>(0.02 * (dof > 0 ? rng.student_t(dof) : rng.normal()));
+  return w;
+}
+
+double squared_distance(const Matrix& a, const Matrix& b) {
+  double s = 0.0;
+  for (size_t i = 0; i < a.data.size(); ++i) {
+    const double d = static_cast<double>(a.data[i]) - b.data[i];
+    s += d * d;
+  }
+  return s;
+}
+
+double squared_norm(const Matrix& a) {
+  double s = 0.0;
+  for (float v : a.data) s += static_cast<double>(v) * v;
+  return s;
+}
+
 }  // namespace cdq::test
