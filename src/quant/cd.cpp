@@ -261,26 +261,24 @@ CdStats refine_codes(const Matrix& w, const Matrix& h, Grid& grid, std::vector<u
         rw.st.c = buf.data() + (3 * q) * ld;
         rw.st.a = rw.st.c + ld;
         rw.st.s = rw.st.a + ld;
-        double obj = 0.0;
-        if (grid.is_codebook()) {
+        // One loop per grid kind, each with its own value function inlined (a branch per
+        // element would change how the affine loop is compiled).
+        const auto fill = [&](auto value_of) {
+          double obj = 0.0;
           for (int64_t j = 0; j < n; ++j) {
             const uint8_t code = codes[static_cast<size_t>(r * n + j)];
             const float s = grid.scale[grid.at(r, grid.group_of(j))];
             rw.st.c[j] = code;
             rw.st.s[j] = s;
             rw.st.a[j] = s != 0.0f ? 1.0f / (hd[j] * s) : 0.0f;
-            obj += static_cast<double>(grid.codebook_value(r, j, code) - w(r, j)) * rw.st.g[j];
+            obj += static_cast<double>(value_of(j, code) - w(r, j)) * rw.st.g[j];
           }
-        } else {  // the affine loop as it always was (grid.hpp, affine_value)
-          for (int64_t j = 0; j < n; ++j) {
-            const uint8_t code = codes[static_cast<size_t>(r * n + j)];
-            const float s = grid.scale[grid.at(r, grid.group_of(j))];
-            rw.st.c[j] = code;
-            rw.st.s[j] = s;
-            rw.st.a[j] = s != 0.0f ? 1.0f / (hd[j] * s) : 0.0f;
-            obj += static_cast<double>(grid.affine_value(r, j, code) - w(r, j)) * rw.st.g[j];
-          }
-        }
+          return obj;
+        };
+        const double obj =
+            grid.is_codebook()
+                ? fill([&](int64_t j, int code) { return grid.codebook_value(r, j, code); })
+                : fill([&](int64_t j, int code) { return grid.affine_value(r, j, code); });
         rw.obj = obj;
         rw.tol =
             std::max(static_cast<float>(options.tol_rel * obj), std::numeric_limits<float>::min());
