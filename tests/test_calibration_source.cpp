@@ -40,6 +40,14 @@ TEST(CalibrationSource, FollowsTheMethodsNeedForH) {
   EXPECT_EQ(calibration_source(job_for("gptq", "", "x")), CalibrationSource::Self);
   EXPECT_EQ(calibration_source(job_for("cd", "self", "x")), CalibrationSource::Self);
   EXPECT_EQ(calibration_source(job_for("cd", text_calib(), "x")), CalibrationSource::Text);
+  // GGUF fits its block scales with importance diag(H): RTN into GGUF reads H too.
+  QuantizeJob gguf = job_for("rtn", text_calib(), "x");
+  gguf.out_format = "gguf";
+  EXPECT_EQ(calibration_source(gguf), CalibrationSource::Text);
+  gguf.calib_path = "";
+  EXPECT_EQ(calibration_source(gguf), CalibrationSource::Self);
+  gguf.gguf.importance = false;  // --no-importance: ggml's plain rule
+  EXPECT_EQ(calibration_source(gguf), CalibrationSource::None);
   QuantizeJob owc = job_for("rtn", "", "x");
   owc.quant.solver.grid.search = ScaleSearch::Owc;  // RTN on the H-weighted grid reads H
   EXPECT_EQ(calibration_source(owc), CalibrationSource::Self);

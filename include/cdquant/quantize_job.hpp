@@ -32,7 +32,8 @@ struct QuantizeJob {
   std::function<void(const SelfCalibrationProgress&)> on_self_calibration;  // progress
 };
 
-// How the job calibrates: from a text file, from the model's own samples, or not at all.
+// How the job calibrates: from a text file, from the model's own samples, or not at all (when
+// neither the method nor the format reads H: GGUF block scales do, unless --no-importance).
 enum class CalibrationSource { Text, Self, None };
 CalibrationSource calibration_source(const QuantizeJob& job);
 

@@ -18,7 +18,12 @@ std::vector<std::vector<int>> calibration_from_file(const std::string& text_path
 }
 
 CalibrationSource calibration_source(const QuantizeJob& job) {
-  if (!needs_hessian(job.quant.method, job.quant.solver)) return CalibrationSource::None;
+  // GGUF block scales are fitted with importance diag(H) unless --no-importance: the format
+  // reads H then, whatever the method does.
+  const bool format_reads_h =
+      find_output_format(job.out_format).grid == GridKind::GgmlBlock && job.gguf.importance;
+  if (!format_reads_h && !needs_hessian(job.quant.method, job.quant.solver))
+    return CalibrationSource::None;
   if (job.calib_path.empty() || job.calib_path == "self") return CalibrationSource::Self;
   return CalibrationSource::Text;
 }
