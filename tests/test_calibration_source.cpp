@@ -3,6 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cdquant/method.hpp>
+#include <cdquant/output_format.hpp>
 #include <cdquant/quantize_job.hpp>
 #include <cdquant/text_file.hpp>
 
@@ -79,6 +81,35 @@ TEST(CalibrationSource, SelfCalibrationIsSeededAndSavable) {
   c.seed = 6;
   run_quantize_job(c);
   EXPECT_NE(test::read_file(tmp.file("a.bin")), test::read_file(tmp.file("c.bin")));
+}
+
+// Without --calib every method runs into every format that can hold it (self-calibrating where
+// H is read), and the others are refused up front with the format's reason.
+TEST(CalibrationSource, EveryMethodRunsWithoutCalibIntoEveryFormatThatHoldsIt) {
+  test::TempDir tmp("cdq-calib");
+  int ran = 0, refused = 0;
+  for (const MethodInfo& row : method_table())
+    for (const OutputFormat& format : output_formats()) {
+      SCOPED_TRACE(std::string(row.name) + " -> " + std::string(format.name));
+      QuantizeJob job = job_for(std::string(row.name), "", tmp.file("out"));
+      job.out_path = tmp.file(std::string(row.name) + "." + std::string(format.name));
+      job.out_format = format.name;
+      job.nsamples = 2;
+      job.seqlen = 32;
+      job.quant.solver.grid.bits = 4;
+      job.quant.solver.grid.group_size = 0;  // easyquant is per channel only
+      job.gguf.type = "Q8_0";
+      const std::string holds = test::error_of([&] { check_format_holds(format, Method(row)); });
+      if (holds != "(no error)") {
+        ++refused;
+        EXPECT_EQ(test::error_of([&] { run_quantize_job(job); }), holds);
+        continue;
+      }
+      ++ran;
+      EXPECT_EQ(test::error_of([&] { run_quantize_job(job); }), "(no error)");
+    }
+  EXPECT_GT(ran, 0);
+  EXPECT_GT(refused, 0);
 }
 
 TEST(CalibrationSource, SaveCalibNeedsSelfCalibration) {
