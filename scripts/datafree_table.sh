@@ -16,7 +16,7 @@
 # Writes TAG.log (quantize output), TAG.sotu.json, TAG.stories.json (cdquant eval --json) and
 # TAG.row under OUT_DIR; a run whose .row exists is not redone, whatever the build (delete
 # OUT_DIR to start over).
-# Prints one line per run, then the markdown tables (also in OUT_DIR/table.md). About 22
+# Prints one line per run, then the markdown tables (also in OUT_DIR/table.md). About 17
 # minutes on 2 cores with WINDOWS=64.
 # usage: bash scripts/datafree_table.sh [BUILD_DIR=build] [OUT_DIR=/tmp/datafree-table] [WINDOWS=64]
 set -euo pipefail
