@@ -54,6 +54,20 @@ struct Best {
   float dec = 0.0f;  // decrease of the row objective
 };
 
+// The best of the 8 lanes of a scan (largest decrease, ties to the lowest index).
+inline Best best_lane(v8f best, v8f best_t, v8i best_i) {
+  Best b;
+  b.dec = -1.0f;
+  for (int l = 0; l < 8; ++l) {
+    if (best[l] > b.dec || (best[l] == b.dec && best_i[l] < b.idx)) {
+      b.dec = best[l];
+      b.t = best_t[l];
+      b.idx = best_i[l];
+    }
+  }
+  return b;
+}
+
 // Scalar version of the move rule (same operations as the vector kernel).
 inline void best_move(float g, float c, float a, float s, float hd, float maxq, float& t,
                       float& dec) {
@@ -102,16 +116,7 @@ inline Best update_and_scan(const RowState& st, const float* hd, int64_t n, int6
     best_i = m ? idx : best_i;
     idx += eight;
   }
-  Best b;
-  b.dec = -1.0f;
-  for (int l = 0; l < 8; ++l) {
-    if (best[l] > b.dec || (best[l] == b.dec && best_i[l] < b.idx)) {
-      b.dec = best[l];
-      b.t = best_t[l];
-      b.idx = best_i[l];
-    }
-  }
-  return b;
+  return best_lane(best, best_t, best_i);
 }
 
 // --- codebook grids ---
@@ -231,16 +236,7 @@ inline Best update_and_scan_codebook(const RowState& st, const float* hd, int64_
     best_i = m ? idx : best_i;
     idx += eight;
   }
-  Best b;
-  b.dec = -1.0f;
-  for (int l = 0; l < 8; ++l) {
-    if (best[l] > b.dec || (best[l] == b.dec && best_i[l] < b.idx)) {
-      b.dec = best[l];
-      b.t = best_t[l];
-      b.idx = best_i[l];
-    }
-  }
-  return b;
+  return best_lane(best, best_t, best_i);
 }
 
 }  // namespace cdq::cdk

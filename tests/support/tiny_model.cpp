@@ -87,4 +87,14 @@ std::string babyllama_path() {
   return shared_dir() + "/models/babyllama-tok105/model5000.bin";
 }
 
+std::vector<ModelConfig> odd_shape_configs() {
+  ModelConfig gqa = tiny_config(32, 48, 2, 8, 2, 60, 64);
+  ModelConfig biased = tiny_config(32, 40, 2, 4, 2, 50, 64);
+  biased.qkv_bias = true;
+  biased.head_dim = 16;  // q_dim 64 != dim 32
+  ModelConfig untied = tiny_config(16, 24, 2, 2, 1, 40, 64);
+  untied.tied_embeddings = false;
+  return {gqa, biased, untied};
+}
+
 }  // namespace cdq::test

@@ -13,6 +13,10 @@ namespace cdq::test {
 ModelConfig tiny_config(int dim = 16, int hidden = 24, int n_layers = 2, int n_heads = 4,
                         int n_kv_heads = 2, int vocab = 40, int seq_len = 32);
 
+// Shapes the real checkpoints here lack: GQA (8 heads over 2 KV heads), q/k/v biases with
+// q_dim != dim, and an untied classifier (context 64).
+std::vector<ModelConfig> odd_shape_configs();
+
 // Weights ~ N(0, 1/d_in) (so activations stay O(1) through the blocks), norms ~ 1 + N(0, 0.1).
 Model random_model(const ModelConfig& config, uint64_t seed);
 
