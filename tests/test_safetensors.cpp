@@ -102,7 +102,7 @@ TEST(Safetensors, WriterMatchesTheFormatByteForByte) {
       make_file(header, std::string(reinterpret_cast<const char*>(&v42), 4) + f32_bytes({1, 2}));
   EXPECT_EQ(bytes, expected);
   EXPECT_EQ((bytes.size() - 8 - 12) % 8, 0u);
-  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+  EXPECT_TRUE(test::temporaries_in(dir.path()).empty());
 }
 
 TEST(Safetensors, RoundTripsEveryKindOfTensor) {
@@ -212,7 +212,7 @@ TEST(Safetensors, FloatProducersRunLazilyAndMustMatchTheirShape) {
     EXPECT_THAT(std::string(e.what()), HasSubstr("wrote 12 bytes, expected 16"));
   }
   EXPECT_FALSE(std::filesystem::exists(path));
-  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+  EXPECT_TRUE(test::temporaries_in(dir.path()).empty());
 }
 
 TEST(Safetensors, WriterRejectsBadTensors) {

@@ -6,6 +6,7 @@
 
 #include <cdquant/model.hpp>
 #include <cdquant/model_tokenizer.hpp>
+#include <cdquant/output_file.hpp>
 #include <cdquant/sampling.hpp>
 #include <cdquant/tokenizer.hpp>
 #include <cstdio>
@@ -26,6 +27,14 @@ struct GenerateFlags {
 
 void run_generate(const GenerateFlags& f) {
   validate(f.sampling);
+  std::unique_ptr<OutputFile> out;  // appears whole when every sample is written
+  if (!f.out.empty()) {
+    check_output_path(
+        f.out, OutputKind::File,
+        {{"--model", f.model},
+         {"the tokenizer", f.tokenizer.empty() ? find_tokenizer_for(f.model) : f.tokenizer}});
+    out = std::make_unique<OutputFile>(f.out);
+  }
   const Model model = load_model(f.model);
   const auto tokenizer = load_model_tokenizer(f.model, f.tokenizer);
   check_tokenizer_fits(*tokenizer, model.config, f.model);
@@ -35,11 +44,6 @@ void run_generate(const GenerateFlags& f) {
   for (int id : {tokenizer->bos_id, tokenizer->eos_id})
     if (id >= 0) opt.stop_ids.push_back(id);
 
-  std::FILE* out = stdout;
-  if (!f.out.empty()) {
-    out = std::fopen(f.out.c_str(), "wb");
-    CDQ_CHECK(out != nullptr, "{}: cannot open for writing", f.out);
-  }
   Decoder decoder(model);
   Rng rng(f.seed);
   size_t n_tokens = 0;
@@ -49,11 +53,15 @@ void run_generate(const GenerateFlags& f) {
     std::vector<int> all(prompt);
     all.insert(all.end(), ids.begin(), ids.end());
     // One sample per paragraph: text, then a blank line.
-    fmt::print(out, "{}\n\n", tokenizer->decode(all));
+    const std::string text = fmt::format("{}\n\n", tokenizer->decode(all));
+    if (out)
+      out->write(text);
+    else
+      fmt::print(stdout, "{}", text);
     if (!f.quiet && !f.out.empty() && ((s + 1) % 50 == 0 || s + 1 == f.samples))
       fmt::print(stderr, "generate: {}/{} samples, {} tokens\n", s + 1, f.samples, n_tokens);
   }
-  if (out != stdout) CDQ_CHECK(std::fclose(out) == 0, "{}: write failed", f.out);
+  if (out) out->commit();
 }
 
 }  // namespace

@@ -3,10 +3,12 @@
 
 #include <CLI/CLI.hpp>
 #include <cdquant/error.hpp>
+#include <cdquant/output_file.hpp>
 
 #include "commands.hpp"
 
 int main(int argc, char** argv) {
+  cdq::install_output_signal_handlers();  // SIGINT / SIGTERM leave no temporary outputs
   CLI::App app{"cdquant: post-training weight quantization (RTN, GPTQ, CDQuant)"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "cdquant 0.1.0");

@@ -169,6 +169,7 @@ struct GgufTensorInfo {
 constexpr uint32_t kGgufDefaultAlignment = 32;
 
 class MappedFile;
+class OutputFile;
 
 class GgufReader {
  public:
@@ -211,7 +212,7 @@ class GgufReader {
 class GgufWriter {
  public:
   explicit GgufWriter(std::string path);
-  ~GgufWriter();  // an unfinished file is removed
+  ~GgufWriter();  // an unfinished file is removed (it is built as an OutputFile)
   GgufWriter(const GgufWriter&) = delete;
   GgufWriter& operator=(const GgufWriter&) = delete;
 
@@ -228,7 +229,7 @@ class GgufWriter {
   void pad_to_alignment();
 
   std::string path_;
-  std::FILE* out_ = nullptr;
+  std::unique_ptr<OutputFile> out_;  // from write_header() to finish()
   uint64_t written_ = 0;
   uint64_t data_start_ = 0;  // file offset of the data section
   uint32_t alignment_ = kGgufDefaultAlignment;

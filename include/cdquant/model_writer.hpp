@@ -10,6 +10,8 @@
 
 namespace cdq {
 
+class OutputFile;  // cdquant/output_file.hpp
+
 class ModelWriter {
  public:
   virtual ~ModelWriter() = default;
@@ -34,6 +36,8 @@ std::unique_ptr<ModelWriter> make_llama2c_float_writer(ModelReader& source,
 // not tied). Rejects models llama2.c cannot express: biases, head_dim * n_heads != dim,
 // rope_theta != 10000, norm_eps != 1e-5.
 void write_llama2c(const Model& model, const std::string& path);
+// The same into an output created earlier (commits it).
+void write_llama2c(const Model& model, OutputFile& out);
 
 // Collects every block into an in-memory Model (tests, evaluation, the demo).
 class InMemoryModelWriter : public ModelWriter {

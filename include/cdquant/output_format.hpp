@@ -10,6 +10,7 @@
 #include <cdquant/method.hpp>
 #include <cdquant/model.hpp>
 #include <cdquant/model_writer.hpp>
+#include <cdquant/output_file.hpp>
 #include <cdquant/quantize.hpp>
 #include <memory>
 #include <span>
@@ -44,6 +45,8 @@ struct OutputFormat {
   bool stores_codes;
   WriterFactory make_writer;
   ResultReader open_result;
+  // A file or a folder, for a source in this input format (ModelReader::format()).
+  OutputKind (*output_kind)(std::string_view input_format);
 };
 
 // The rows, in table order.

@@ -2,13 +2,17 @@
 // listed in src/model/gptq_reader.cpp.
 #include "export/gptq_writer.hpp"
 
+#include <fmt/ranges.h>
+
 #include <algorithm>
 #include <cdquant/error.hpp>
 #include <cdquant/gptq_export.hpp>
 #include <cdquant/half.hpp>
+#include <cdquant/output_file.hpp>
 #include <cdquant/safetensors.hpp>
 #include <cdquant/solver.hpp>
 #include <filesystem>
+#include <iterator>
 #include <span>
 
 #include "export/hf_writer.hpp"
@@ -94,6 +98,7 @@ class GptqWriter final : public ModelWriter {
         source_path_(source_path),
         out_dir_(std::move(out_dir)),
         config_(gptq_config_for(options)),
+        dir_(out_dir_),
         side_(source, source_path, true) {
     const ModelConfig& c = source.config();
     CDQ_CHECK(config_.bits == 2 || config_.bits == 3 || config_.bits == 4 || config_.bits == 8,
@@ -110,6 +115,7 @@ class GptqWriter final : public ModelWriter {
       if (!all)
         for (Linear l : group) config_.float_linears.push_back(l);
     }
+    check_packs_something(c);
     std::vector<SafetensorsStreamWriter::Decl> decls;
     for (int i = 0; i < c.n_layers; ++i) {
       for (const auto& d : side_.layer(i)) decls.push_back(d);
@@ -130,7 +136,19 @@ class GptqWriter final : public ModelWriter {
       }
     }
     for (const auto& d : side_.globals()) decls.push_back(d);
-    out_ = std::make_unique<SafetensorsStreamWriter>(out_dir_, std::move(decls), max_shard_bytes);
+    out_ = std::make_unique<SafetensorsStreamWriter>(dir_.build_path(), std::move(decls),
+                                                     max_shard_bytes);
+  }
+
+  std::vector<std::string> notes() const override {
+    if (config_.float_linears.empty()) return {};
+    std::vector<std::string> names;
+    for (Linear l : config_.float_linears) names.emplace_back(linear_name(l));
+    return {fmt::format(
+        "GPTQ: {} are stored as F16 (not packed): {}-bit codes with group size {} do not fit "
+        "their shapes (GPTQ kernels need in_features and out_features * bits / 32 whole and "
+        "group_size dividing in_features; q/k/v and gate/up are packed together or not at all)",
+        fmt::join(names, ", "), config_.bits, std::max(config_.group_size, 0))};
   }
 
   void write_block(int layer, const BlockWeights& block,
@@ -139,14 +157,16 @@ class GptqWriter final : public ModelWriter {
     CDQ_CHECK(layer == next_layer_, "{}: block {} handed over, expected block {} (layer order)",
               out_dir_, layer, next_layer_);
     check_block(block, c, layer);
-    side_.write_layer(*out_, layer, block);
+    naming_output_folder(out_dir_, [&] { side_.write_layer(*out_, layer, block); });
     for (Linear l : kAllLinears) {
       const std::string p = hf_linear_prefix(layer, l);
       const bool qk = l == Linear::Q || l == Linear::K;
       if (!packed_[static_cast<int>(l)]) {
         const Matrix& w = block.linear(l);
-        out_->write_floats(p + ".weight",
-                           qk ? interleaved_to_rotate_half(w, c.head_dim).span() : w.span());
+        naming_output_folder(out_dir_, [&] {
+          out_->write_floats(p + ".weight",
+                             qk ? interleaved_to_rotate_half(w, c.head_dim).span() : w.span());
+        });
         continue;
       }
       const auto it = std::find_if(linears.begin(), linears.end(),
@@ -161,6 +181,12 @@ class GptqWriter final : public ModelWriter {
   void finish() override {
     CDQ_CHECK(next_layer_ == source_.config().n_layers, "{}: only {} of {} blocks were written",
               out_dir_, next_layer_, source_.config().n_layers);
+    naming_output_folder(out_dir_, [&] { finish_files(); });
+    dir_.commit();  // the folder appears whole: weights, config and tokenizer together
+  }
+
+ private:
+  void finish_files() {
     side_.write_globals(*out_);
     out_->finish();
     json config = side_.is_hf() ? read_json_file((dir_of(source_path_) / "config.json").string())
@@ -168,12 +194,29 @@ class GptqWriter final : public ModelWriter {
     const json q = gptq_quantization_config(config_);
     config["quantization_config"] = q;
     config["torch_dtype"] = "float16";
-    write_json_file((fs::path(out_dir_) / "config.json").string(), config);
-    write_json_file((fs::path(out_dir_) / "quantize_config.json").string(), q);
-    copy_hf_side_files(source_path_, out_dir_);
+    const fs::path build(dir_.build_path());
+    write_json_file((build / "config.json").string(), config);
+    write_json_file((build / "quantize_config.json").string(), q);
+    copy_hf_side_files(source_path_, build.string());
   }
 
- private:
+  // A "GPTQ checkpoint" without one packed linear would be an F16 model under a GPTQ config:
+  // refused before any work, with the shapes that make it so.
+  void check_packs_something(const ModelConfig& c) const {
+    if (config_.float_linears.size() < std::size(kAllLinears)) return;
+    std::vector<std::string> shapes;
+    for (Linear l : kAllLinears) {
+      const LinearShape s = linear_shape(c, l);
+      shapes.push_back(fmt::format("{} {}x{}", linear_name(l), s.out, s.in));
+    }
+    fail(
+        "--format gptq: no linear of this model can be packed with {} bits and --group {} "
+        "(GPTQ kernels need group_size to divide in_features, and in_features * bits and "
+        "out_features * bits to be multiples of 32; shapes out x in: {}); choose a group size "
+        "that divides the input sizes (e.g. 32, 64, 128) or --group 0",
+        config_.bits, std::max(config_.group_size, 0), fmt::join(shapes, ", "));
+  }
+
   void write_packed(const std::string& p, const LinearResult& r, bool qk) {
     const ModelConfig& c = source_.config();
     CDQ_CHECK(r.grid.is_integer_grid(),
@@ -191,16 +234,19 @@ class GptqWriter final : public ModelWriter {
     if (qk) permute_rows(grid, codes, rotate_half_order(grid.d_out, c.head_dim));
     if (!consecutive_groups(grid.g_idx, config_.group_size)) config_.desc_act = true;
     const GptqLinear t = pack_gptq_linear(grid, codes, config_.bits, config_.format);
-    out_->write_bytes(p + ".qweight", as_bytes_of(t.qweight));
-    out_->write_bytes(p + ".qzeros", as_bytes_of(t.qzeros));
-    out_->write_bytes(p + ".scales", as_bytes_of(t.scales));
-    out_->write_bytes(p + ".g_idx", as_bytes_of(t.g_idx));
+    naming_output_folder(out_dir_, [&] {
+      out_->write_bytes(p + ".qweight", as_bytes_of(t.qweight));
+      out_->write_bytes(p + ".qzeros", as_bytes_of(t.qzeros));
+      out_->write_bytes(p + ".scales", as_bytes_of(t.scales));
+      out_->write_bytes(p + ".g_idx", as_bytes_of(t.g_idx));
+    });
   }
 
   ModelReader& source_;
   std::string source_path_;
   std::string out_dir_;
   GptqCheckpointConfig config_;
+  OutputDir dir_;  // built in a temporary folder, renamed to out_dir_ by finish()
   HfSideTensors side_;
   bool packed_[7] = {};
   std::unique_ptr<SafetensorsStreamWriter> out_;
@@ -213,12 +259,7 @@ std::unique_ptr<ModelWriter> make_gptq_writer(ModelReader& source, const std::st
                                               const std::string& out_dir,
                                               const QuantizeOptions& options,
                                               uint64_t max_shard_bytes) {
-  std::error_code ec;
-  CDQ_CHECK(!fs::exists(out_dir, ec) || fs::is_directory(out_dir, ec),
-            "{}: exists and is not a directory", out_dir);
-  if (source.format() == "hf")
-    CDQ_CHECK(fs::weakly_canonical(out_dir, ec) != fs::weakly_canonical(dir_of(source_path), ec),
-              "{}: the output directory is the source directory", out_dir);
+  check_output_path(out_dir, OutputKind::Folder, {{"the source", source_path}});
   return std::make_unique<GptqWriter>(source, source_path, out_dir, options, max_shard_bytes);
 }
 

@@ -8,11 +8,9 @@
 #include "export/hf_writer.hpp"
 
 #include <cdquant/error.hpp>
+#include <cdquant/output_file.hpp>
 #include <cdquant/text_file.hpp>
-#include <cerrno>
 #include <charconv>
-#include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <map>
 
@@ -83,7 +81,7 @@ void copy_hf_side_files(const std::string& source_path, const std::string& out_d
          {"tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
           "added_tokens.json", "generation_config.json"}) {
       if (fs::is_regular_file(dir / name, ec))
-        fs::copy_file(dir / name, fs::path(out_dir) / name, fs::copy_options::overwrite_existing);
+        copy_to_output((dir / name).string(), (fs::path(out_dir) / name).string());
     }
     return;
   }
@@ -92,8 +90,7 @@ void copy_hf_side_files(const std::string& source_path, const std::string& out_d
   if (tok.empty()) return;
   const std::string ext = fs::path(tok).extension().string();
   if (ext == ".bin" || ext == ".model")
-    fs::copy_file(tok, fs::path(out_dir) / ("tokenizer" + ext),
-                  fs::copy_options::overwrite_existing);
+    copy_to_output(tok, (fs::path(out_dir) / ("tokenizer" + ext)).string());
 }
 
 // ---- HfSideTensors ------------------------------------------------------------------------------
@@ -203,6 +200,7 @@ class HfFloatWriter final : public ModelWriter {
       : source_(source),
         source_path_(source_path),
         out_dir_(std::move(out_dir)),
+        dir_(out_dir_),
         side_(source, source_path, false) {
     const ModelConfig& c = source.config();
     std::vector<SafetensorsStreamWriter::Decl> decls;
@@ -215,7 +213,8 @@ class HfFloatWriter final : public ModelWriter {
       }
     }
     for (const auto& d : side_.globals()) decls.push_back(d);
-    out_ = std::make_unique<SafetensorsStreamWriter>(out_dir_, std::move(decls), max_shard_bytes);
+    out_ = std::make_unique<SafetensorsStreamWriter>(dir_.build_path(), std::move(decls),
+                                                     max_shard_bytes);
   }
 
   void write_block(int layer, const BlockWeights& block,
@@ -224,32 +223,38 @@ class HfFloatWriter final : public ModelWriter {
     CDQ_CHECK(layer == next_layer_, "{}: block {} handed over, expected block {} (layer order)",
               out_dir_, layer, next_layer_);
     check_block(block, c, layer);
-    side_.write_layer(*out_, layer, block);
-    for (Linear l : kAllLinears) {
-      const std::string name = hf_linear_prefix(layer, l) + ".weight";
-      if (l == Linear::Q || l == Linear::K)
-        out_->write_floats(name, interleaved_to_rotate_half(block.linear(l), c.head_dim).span());
-      else
-        out_->write_floats(name, block.linear(l).span());
-    }
+    naming_output_folder(out_dir_, [&] {
+      side_.write_layer(*out_, layer, block);
+      for (Linear l : kAllLinears) {
+        const std::string name = hf_linear_prefix(layer, l) + ".weight";
+        if (l == Linear::Q || l == Linear::K)
+          out_->write_floats(name, interleaved_to_rotate_half(block.linear(l), c.head_dim).span());
+        else
+          out_->write_floats(name, block.linear(l).span());
+      }
+    });
     ++next_layer_;
   }
 
   void finish() override {
     CDQ_CHECK(next_layer_ == source_.config().n_layers, "{}: only {} of {} blocks were written",
               out_dir_, next_layer_, source_.config().n_layers);
-    side_.write_globals(*out_);
-    out_->finish();
-    const fs::path dir = source_dir(source_path_);
-    fs::copy_file(dir / "config.json", fs::path(out_dir_) / "config.json",
-                  fs::copy_options::overwrite_existing);
-    copy_hf_side_files(source_path_, out_dir_);
+    naming_output_folder(out_dir_, [&] {
+      side_.write_globals(*out_);
+      out_->finish();
+      const fs::path dir = source_dir(source_path_);
+      copy_to_output((dir / "config.json").string(),
+                     (fs::path(dir_.build_path()) / "config.json").string());
+      copy_hf_side_files(source_path_, dir_.build_path());
+    });
+    dir_.commit();  // the folder appears whole: weights, config and tokenizer together
   }
 
  private:
   ModelReader& source_;
   std::string source_path_;
   std::string out_dir_;
+  OutputDir dir_;  // built in a temporary folder, renamed to out_dir_ by finish()
   HfSideTensors side_;
   std::unique_ptr<SafetensorsStreamWriter> out_;
   int next_layer_ = 0;
@@ -264,11 +269,7 @@ std::unique_ptr<ModelWriter> make_hf_float_writer(ModelReader& source,
   CDQ_CHECK(source.format() == "hf", "the float HF writer needs an HF source, got '{}'",
             source.format());
   CDQ_CHECK(!source_path.empty(), "the float HF writer needs the source's path");
-  std::error_code ec;
-  CDQ_CHECK(!fs::exists(out_dir, ec) || fs::is_directory(out_dir, ec),
-            "{}: exists and is not a directory", out_dir);
-  CDQ_CHECK(fs::weakly_canonical(out_dir, ec) != fs::weakly_canonical(source_dir(source_path), ec),
-            "{}: the output directory is the source directory", out_dir);
+  check_output_path(out_dir, OutputKind::Folder, {{"the source", source_path}});
   return std::make_unique<HfFloatWriter>(source, source_path, out_dir, max_shard_bytes);
 }
 

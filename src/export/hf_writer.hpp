@@ -6,6 +6,7 @@
 // source tensor are in memory at once.
 #pragma once
 
+#include <cdquant/error.hpp>
 #include <cdquant/model.hpp>
 #include <cdquant/model_writer.hpp>
 #include <cdquant/safetensors.hpp>
@@ -18,6 +19,17 @@
 #include "model/model_hf.hpp"
 
 namespace cdq {
+
+// Runs f, whose files go into the output's temporary folder: an Error from there is rethrown
+// naming the output folder the user asked for.
+template <typename F>
+void naming_output_folder(const std::string& out_dir, F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    fail("{}: {}", out_dir, e.what());
+  }
+}
 
 // Largest shard of an HF output (decimal, as HF's "2GB"); a bigger tensor gets its own shard.
 constexpr uint64_t kHfShardBytes = 2'000'000'000;

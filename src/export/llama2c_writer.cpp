@@ -1,10 +1,9 @@
-// llama2.c legacy checkpoints as outputs: float32, written through a temporary file.
+// llama2.c legacy checkpoints as outputs: float32, written as an OutputFile.
 #include <cdquant/error.hpp>
 #include <cdquant/model.hpp>
 #include <cdquant/model_writer.hpp>
+#include <cdquant/output_file.hpp>
 #include <cmath>
-#include <cstdio>
-#include <fstream>
 #include <span>
 #include <string>
 #include <vector>
@@ -13,41 +12,13 @@
 
 namespace cdq {
 
-namespace {
-
-class FloatWriter {
- public:
-  explicit FloatWriter(const std::string& path)
-      : path_(path), tmp_(path + ".partial"), out_(tmp_, std::ios::binary) {
-    CDQ_CHECK(out_.good(), "{}: cannot open for writing", tmp_);
-  }
-  ~FloatWriter() {
-    if (!done_) {
-      out_.close();
-      std::remove(tmp_.c_str());
-    }
-  }
-  void raw(const void* p, size_t bytes) {
-    out_.write(static_cast<const char*>(p), static_cast<std::streamsize>(bytes));
-  }
-  void floats(std::span<const float> v) { raw(v.data(), v.size() * sizeof(float)); }
-  void finish() {
-    out_.close();
-    CDQ_CHECK(!out_.fail(), "{}: write failed (disk full?)", tmp_);
-    CDQ_CHECK(std::rename(tmp_.c_str(), path_.c_str()) == 0, "{}: cannot rename {} to it", path_,
-              tmp_);
-    done_ = true;
-  }
-
- private:
-  std::string path_, tmp_;
-  std::ofstream out_;
-  bool done_ = false;
-};
-
-}  // namespace
-
 void write_llama2c(const Model& m, const std::string& path) {
+  OutputFile out(path);
+  write_llama2c(m, out);
+}
+
+void write_llama2c(const Model& m, OutputFile& out) {
+  const std::string& path = out.path();
   check_model(m);
   const ModelConfig& c = m.config;
   CDQ_CHECK(!c.qkv_bias, "{}: llama2.c checkpoints cannot hold q/k/v biases ({} model)", path,
@@ -66,11 +37,11 @@ void write_llama2c(const Model& m, const std::string& path) {
                         c.n_layers,   c.n_heads,
                         c.n_kv_heads, c.tied_embeddings ? c.vocab_size : -c.vocab_size,
                         c.max_seq_len};
-  FloatWriter out(path);
-  out.raw(&h, sizeof h);
-  out.floats(m.tok_embeddings.span());
+  out.write(&h, sizeof h);
+  const auto floats = [&](std::span<const float> v) { out.write(v.data(), v.size_bytes()); };
+  floats(m.tok_embeddings.span());
   auto each_block = [&](auto&& get) {
-    for (const BlockWeights& b : m.blocks) out.floats(get(b));
+    for (const BlockWeights& b : m.blocks) floats(get(b));
   };
   each_block([](const BlockWeights& b) { return std::span<const float>(b.attn_norm); });
   each_block([](const BlockWeights& b) { return b.wq.span(); });
@@ -81,7 +52,7 @@ void write_llama2c(const Model& m, const std::string& path) {
   each_block([](const BlockWeights& b) { return b.w_gate.span(); });
   each_block([](const BlockWeights& b) { return b.w_down.span(); });
   each_block([](const BlockWeights& b) { return b.w_up.span(); });
-  out.floats(m.final_norm);
+  floats(m.final_norm);
   // Legacy RoPE tables, filled with the real values so that old readers that use them work.
   const int half = c.head_dim / 2;
   std::vector<float> cos_t(static_cast<size_t>(c.max_seq_len) * half);
@@ -92,10 +63,10 @@ void write_llama2c(const Model& m, const std::string& path) {
       cos_t[static_cast<size_t>(pos) * half + i] = static_cast<float>(std::cos(pos * freq));
       sin_t[static_cast<size_t>(pos) * half + i] = static_cast<float>(std::sin(pos * freq));
     }
-  out.floats(cos_t);
-  out.floats(sin_t);
-  if (!c.tied_embeddings) out.floats(m.output.span());
-  out.finish();
+  floats(cos_t);
+  floats(sin_t);
+  if (!c.tied_embeddings) floats(m.output.span());
+  out.commit();
 }
 
 }  // namespace cdq

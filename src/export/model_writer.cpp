@@ -1,22 +1,24 @@
 #include <cdquant/model_writer.hpp>
+#include <cdquant/output_file.hpp>
 
 namespace cdq {
 
 namespace {
 
 // Small models in llama2.c format are written whole (its layout stacks each tensor kind over
-// all layers, so blocks cannot simply be appended).
+// all layers, so blocks cannot simply be appended). The output file is created at once, so an
+// unwritable location fails before the run, not after it.
 class Llama2cFloatWriter : public InMemoryModelWriter {
  public:
-  Llama2cFloatWriter(ModelReader& source, std::string path)
-      : InMemoryModelWriter(source), path_(std::move(path)) {}
+  Llama2cFloatWriter(ModelReader& source, const std::string& path)
+      : InMemoryModelWriter(source), out_(path) {}
   void finish() override {
     InMemoryModelWriter::finish();
-    write_llama2c(model(), path_);
+    write_llama2c(model(), out_);
   }
 
  private:
-  std::string path_;
+  OutputFile out_;
 };
 
 }  // namespace

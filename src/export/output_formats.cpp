@@ -69,19 +69,29 @@ std::unique_ptr<ModelWriter> make_float(const OutputRequest& r) {
        r.source_path, in);
 }
 
+OutputKind one_file(std::string_view) {
+  return OutputKind::File;
+}
+OutputKind one_folder(std::string_view) {
+  return OutputKind::Folder;
+}
+OutputKind like_the_input(std::string_view input_format) {
+  return input_format == "hf" ? OutputKind::Folder : OutputKind::File;
+}
+
 constexpr OutputFormat kFormats[] = {
     {"float",
      "dequantized weights in the input's own format (llama2.c .bin, HF safetensors directory in "
      "the source's dtypes, or an F32/F16 GGUF for a GGUF input)",
-     GridKind::Free, no_constraint, false, make_float, open_model},
+     GridKind::Free, no_constraint, false, make_float, open_model, like_the_input},
     {"gguf",
      "llama.cpp GGUF file in ggml block types (--type, --override); the codes are chosen by "
      "--method on each type's block grid",
-     GridKind::GgmlBlock, no_constraint, true, make_gguf, open_model},
+     GridKind::GgmlBlock, no_constraint, true, make_gguf, open_model, one_file},
     {"gptq",
      "HF GPTQ checkpoint directory (2/3/4/8 bits, fp16 scales) for vLLM, transformers and "
      "GPTQModel",
-     GridKind::Free, fp16_scales, true, make_gptq, open_model},
+     GridKind::Free, fp16_scales, true, make_gptq, open_model, one_folder},
 };
 
 }  // namespace

@@ -1,14 +1,16 @@
 #include <algorithm>
 #include <cdquant/calibration.hpp>
+#include <cdquant/output_file.hpp>
 #include <cdquant/output_format.hpp>
 #include <cdquant/quantize_job.hpp>
 #include <cdquant/text_file.hpp>
 #include <cdquant/tokenizer.hpp>
 #include <chrono>
-#include <cstdio>
-#include <fstream>
+#include <filesystem>
 
 namespace cdq {
+
+namespace fs = std::filesystem;
 
 std::vector<std::vector<int>> calibration_from_file(const std::string& text_path,
                                                     const Tokenizer& tokenizer, int nsamples,
@@ -30,17 +32,11 @@ CalibrationSource calibration_source(const QuantizeJob& job) {
 
 namespace {
 
-// Written under a temporary name and renamed, so the file appears whole or not at all.
+// An OutputFile: the file appears whole or not at all.
 void save_text(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".partial";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    CDQ_CHECK(out.good(), "{}: cannot be written", path);
-    out.write(text.data(), static_cast<std::streamsize>(text.size()));
-    out.close();
-    CDQ_CHECK(!out.fail(), "{}: writing failed (disk full?)", path);
-  }
-  CDQ_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "{}: cannot be written", path);
+  OutputFile out(path);
+  out.write(text);
+  out.commit();
 }
 
 // The model's own samples (temperature 1 from BOS), saved as text when asked.
@@ -72,13 +68,34 @@ std::vector<std::vector<int>> calibration_windows(const QuantizeJob& job, ModelR
     case CalibrationSource::Text:
       break;
   }
-  CDQ_CHECK(job.save_calib_path.empty(),
-            "--save-calib keeps self-calibration samples; the "
-            "calibration text {} is already a file",
-            job.calib_path);
   const auto tokenizer = tokenizer_for_model(job.model_path, job.tokenizer_path);
   return calibration_from_file(job.calib_path, *tokenizer, job.nsamples, seqlen, job.seed,
                                reader.config().bos_id);
+}
+
+// The outputs may replace neither an input nor anything that is not an output, and their
+// location must be writable: all checked before any long work.
+void check_outputs(const QuantizeJob& job, OutputKind kind) {
+  std::vector<RunInput> inputs = {{"--model", job.model_path}};
+  if (!job.tokenizer_path.empty())
+    inputs.push_back({"--tokenizer", job.tokenizer_path});
+  else
+    inputs.push_back({"the model's tokenizer", find_tokenizer_for(job.model_path)});
+  if (!job.calib_path.empty() && job.calib_path != "self")
+    inputs.push_back({"--calib", job.calib_path});
+  check_output_path(job.out_path, kind, inputs);
+  check_output_writable(job.out_path);
+  if (job.save_calib_path.empty()) return;
+  CDQ_CHECK(calibration_source(job) != CalibrationSource::Text,
+            "--save-calib keeps self-calibration samples; the calibration text {} is already a "
+            "file",
+            job.calib_path);
+  std::error_code ec;
+  CDQ_CHECK(fs::weakly_canonical(fs::absolute(job.save_calib_path), ec) !=
+                fs::weakly_canonical(fs::absolute(job.out_path), ec),
+            "--save-calib {} and --out {} name the same path", job.save_calib_path, job.out_path);
+  check_output_path(job.save_calib_path, OutputKind::File, inputs);
+  check_output_writable(job.save_calib_path);
 }
 
 }  // namespace
@@ -88,22 +105,25 @@ QuantizeSummary run_quantize_job(const QuantizeJob& job) {
   const OutputFormat& format = find_output_format(job.out_format);
   check_format_holds(format, job.quant.method);
   auto reader = open_model(job.model_path);
+  check_outputs(job, format.output_kind(reader->format()));
   const ModelConfig& config = reader->config();
   const int seqlen = job.seqlen > 0 ? job.seqlen : std::min(config.max_seq_len, 2048);
   CDQ_CHECK(seqlen <= config.max_seq_len, "--seqlen {} exceeds the model's context of {}", seqlen,
             config.max_seq_len);
-  const auto windows = calibration_windows(job, *reader, seqlen);
   GgufExportOptions gguf = job.gguf;
   gguf.source_path = job.model_path;
   if (gguf.tokenizer_path.empty()) gguf.tokenizer_path = job.tokenizer_path;
   // Without calibration there is no diag(H) to weight ggml's block-scale search by.
-  if (windows.empty()) gguf.importance = false;
+  if (calibration_source(job) == CalibrationSource::None) gguf.importance = false;
   QuantizeOptions quant = job.quant;
   format.constrain(quant.solver);
+  // The writer comes before calibration: what the format cannot store fails at once, and the
+  // output (under its temporary name) exists from the start.
   const auto writer = format.make_writer({*reader, job.model_path, job.out_path, quant, gguf});
   if (format.grid == GridKind::GgmlBlock) quant.choose_grid = writer->grid_chooser();
   if (job.on_note)
     for (const std::string& note : writer->notes()) job.on_note(note);
+  const auto windows = calibration_windows(job, *reader, seqlen);
   const QuantizeSummary summary =
       quantize_model(*reader, windows, quant,
                      [&](int layer, BlockWeights& block, std::vector<LinearResult>& linears) {

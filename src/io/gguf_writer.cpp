@@ -1,30 +1,18 @@
 // GGUF writer: the header is computed from the declared tensors, then the data is streamed
-// tensor by tensor into path + ".tmp", renamed to path by finish().
+// tensor by tensor into an OutputFile (a fresh temporary beside path), renamed by finish().
 #include <algorithm>
 #include <cdquant/error.hpp>
 #include <cdquant/gguf.hpp>
-#include <cerrno>
-#include <cstdio>
-#include <cstring>
+#include <cdquant/output_file.hpp>
 #include <unordered_set>
 
 #include "io/gguf_internal.hpp"
 
 namespace cdq {
-namespace {
-
-std::string tmp_path(const std::string& path) {
-  return path + ".tmp";
-}
-
-}  // namespace
 
 GgufWriter::GgufWriter(std::string path) : path_(std::move(path)) {}
 
-GgufWriter::~GgufWriter() {
-  if (out_ != nullptr) std::fclose(out_);
-  if (header_written_ && !finished_) std::remove(tmp_path(path_).c_str());
-}
+GgufWriter::~GgufWriter() = default;  // an uncommitted OutputFile removes its temporary
 
 void GgufWriter::set(std::string key, GgufValue value) {
   CDQ_CHECK(!header_written_, "GGUF writer: metadata '{}' set after the header was written", key);
@@ -58,9 +46,7 @@ void GgufWriter::add_tensor(std::string name, std::vector<uint64_t> dims, GgmlTy
 }
 
 void GgufWriter::write_bytes(const void* p, size_t n) {
-  if (n == 0) return;
-  if (std::fwrite(p, 1, n, out_) != n)
-    fail("{}: write failed: {}", tmp_path(path_), std::strerror(errno));
+  out_->write(p, n);
   written_ += n;
 }
 
@@ -76,8 +62,7 @@ void GgufWriter::pad_to_alignment() {
 
 void GgufWriter::write_header() {
   CDQ_CHECK(!header_written_, "GGUF writer: header written twice");
-  out_ = std::fopen(tmp_path(path_).c_str(), "wb");
-  CDQ_CHECK(out_ != nullptr, "cannot create {}: {}", tmp_path(path_), std::strerror(errno));
+  out_ = std::make_unique<OutputFile>(path_);
   header_written_ = true;
   auto u32 = [&](uint32_t v) { write_bytes(&v, 4); };
   auto u64 = [&](uint64_t v) { write_bytes(&v, 8); };
@@ -129,11 +114,8 @@ void GgufWriter::finish() {
   CDQ_CHECK(header_written_ && !finished_, "GGUF writer: finish() before write_header()");
   CDQ_CHECK(next_tensor_ == tensors_.size(), "GGUF writer: {} of {} tensors written", next_tensor_,
             tensors_.size());
-  const int rc = std::fclose(out_);
-  out_ = nullptr;
-  CDQ_CHECK(rc == 0, "{}: close failed: {}", tmp_path(path_), std::strerror(errno));
-  CDQ_CHECK(std::rename(tmp_path(path_).c_str(), path_.c_str()) == 0, "cannot rename {} to {}: {}",
-            tmp_path(path_), path_, std::strerror(errno));
+  out_->commit();
+  out_.reset();
   finished_ = true;
 }
 

@@ -1,16 +1,12 @@
-// JSON files: read with an error naming the file, written through a temporary file.
+// JSON files: read with an error naming the file, written as an OutputFile.
 #include "io/json_file.hpp"
 
 #include <cdquant/error.hpp>
+#include <cdquant/output_file.hpp>
 #include <cdquant/text_file.hpp>
-#include <cerrno>
-#include <cstdio>
-#include <cstring>
-#include <filesystem>
 
 namespace cdq {
 
-namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 json read_json_file(const std::string& path) {
@@ -22,18 +18,9 @@ json read_json_file(const std::string& path) {
 }
 
 void write_json_file(const std::string& path, const json& j) {
-  const std::string tmp = path + ".tmp";
-  const std::string text = j.dump(2) + "\n";
-  std::FILE* f = std::fopen(tmp.c_str(), "wb");
-  CDQ_CHECK(f != nullptr, "{}: cannot create: {}", tmp, std::strerror(errno));
-  const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
-  const bool closed = std::fclose(f) == 0;
-  if (!ok || !closed) {
-    std::error_code ec;
-    fs::remove(tmp, ec);
-    fail("{}: write failed", tmp);
-  }
-  fs::rename(tmp, path);
+  OutputFile out(path);
+  out.write(j.dump(2) + "\n");
+  out.commit();
 }
 
 }  // namespace cdq

@@ -57,6 +57,14 @@ SafetensorsDir::SafetensorsDir(const std::string& path) : path_(path) {
         check_shard_name(index_path, tensor, shard.get<std::string>());
         weight_map_.emplace(tensor, shard.get<std::string>());
       }
+      // Both an index and a single file: one of them may be left from an earlier run into
+      // the same folder. Only an index that lists the single file itself is unambiguous.
+      if (fs::exists(fs::path(path) / kSingleName))
+        for (const auto& [tensor, shard] : weight_map_)
+          CDQ_CHECK(shard == kSingleName,
+                    "{}: holds both {} and {}, and the index maps '{}' to {}: one of them is "
+                    "stale (left from another run); remove it",
+                    path, kSingleName, kIndexName, tensor, shard);
       if (index.contains("metadata") && index["metadata"].is_object())
         for (const auto& [k, v] : index["metadata"].items())
           metadata_[k] = v.is_string() ? v.get<std::string>() : v.dump();

@@ -1,9 +1,8 @@
 // SafetensorsWriter: header from the declared sizes, then each tensor streamed in name order.
 #include <algorithm>
 #include <cdquant/half.hpp>
+#include <cdquant/output_file.hpp>
 #include <cdquant/safetensors.hpp>
-#include <cerrno>
-#include <cstdio>
 #include <filesystem>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -16,10 +15,10 @@ namespace {
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 
-// A FILE* that counts what one tensor writes and refuses more than was declared.
+// An OutputFile that counts what one tensor writes and refuses more than was declared.
 class FileSink : public ByteSink {
  public:
-  FileSink(std::FILE* f, const std::string& path) : f_(f), path_(path) {}
+  explicit FileSink(OutputFile& f) : f_(f) {}
 
   void begin_tensor(const std::string& name, uint64_t declared) {
     name_ = name;
@@ -28,40 +27,22 @@ class FileSink : public ByteSink {
   }
   void end_tensor() const {
     CDQ_CHECK(written_ == declared_, "{}: tensor '{}': the producer wrote {} bytes, expected {}",
-              path_, name_, written_, declared_);
+              f_.path(), name_, written_, declared_);
   }
   void write(const void* data, size_t n) override {
     CDQ_CHECK(n <= declared_ - written_,
-              "{}: tensor '{}': the producer wrote more than the declared {} bytes", path_, name_,
-              declared_);
+              "{}: tensor '{}': the producer wrote more than the declared {} bytes", f_.path(),
+              name_, declared_);
     raw(data, n);
     written_ += n;
   }
-  void raw(const void* data, size_t n) {
-    CDQ_CHECK(n == 0 || std::fwrite(data, 1, n, f_) == n, "{}: write failed: {}", path_,
-              std::strerror(errno));
-  }
+  void raw(const void* data, size_t n) { f_.write(data, n); }
 
  private:
-  std::FILE* f_;
-  const std::string& path_;
+  OutputFile& f_;
   std::string name_;
   uint64_t declared_ = 0;
   uint64_t written_ = 0;
-};
-
-// Closes the file and removes the temporary unless it was committed.
-struct TempFile {
-  std::string path;
-  std::FILE* f = nullptr;
-  bool committed = false;
-  ~TempFile() {
-    if (f) std::fclose(f);
-    if (!committed) {
-      std::error_code ec;
-      fs::remove(path, ec);
-    }
-  }
 };
 
 uint64_t checked_nbytes(const std::string& name, DType dtype, const std::vector<int64_t>& shape) {
@@ -84,17 +65,18 @@ std::string shard_name(const std::string& prefix, size_t i, size_t n) {
   return fmt::format("{}-{:05d}-of-{:05d}.safetensors", prefix, i + 1, n);
 }
 
-// Writes text to path through a temporary file.
+// Writes text to path as an OutputFile.
 void write_text(const std::string& path, const std::string& text) {
-  TempFile tmp{path + ".tmp"};
-  tmp.f = std::fopen(tmp.path.c_str(), "wb");
-  CDQ_CHECK(tmp.f != nullptr, "{}: cannot create: {}", tmp.path, std::strerror(errno));
-  CDQ_CHECK(std::fwrite(text.data(), 1, text.size(), tmp.f) == text.size(), "{}: write failed: {}",
-            tmp.path, std::strerror(errno));
-  const int rc = std::fclose(std::exchange(tmp.f, nullptr));
-  CDQ_CHECK(rc == 0, "{}: close failed: {}", tmp.path, std::strerror(errno));
-  fs::rename(tmp.path, path);
-  tmp.committed = true;
+  OutputFile out(path);
+  out.write(text);
+  out.commit();
+}
+
+void write_len_and_header(FileSink& sink, const std::string& text) {
+  unsigned char len[8];
+  for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(text.size() >> (8 * i));
+  sink.raw(len, 8);
+  sink.raw(text.data(), text.size());
 }
 
 }  // namespace
@@ -195,25 +177,16 @@ void SafetensorsWriter::write_file(const std::string& path,
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');  // HF pads so the data starts 8-aligned
 
-  TempFile tmp{path + ".tmp"};
-  tmp.f = std::fopen(tmp.path.c_str(), "wb");
-  CDQ_CHECK(tmp.f != nullptr, "{}: cannot create: {}", tmp.path, std::strerror(errno));
-  std::setvbuf(tmp.f, nullptr, _IOFBF, 1 << 20);
-  FileSink sink(tmp.f, tmp.path);
-  unsigned char len[8];
-  for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(text.size() >> (8 * i));
-  sink.raw(len, 8);
-  sink.raw(text.data(), text.size());
+  OutputFile out(path);
+  FileSink sink(out);
+  write_len_and_header(sink, text);
   for (const auto& name : names) {
     const Entry& e = entries_.at(name);
     sink.begin_tensor(name, e.nbytes);
     e.producer(sink);
     sink.end_tensor();
   }
-  const int rc = std::fclose(std::exchange(tmp.f, nullptr));
-  CDQ_CHECK(rc == 0, "{}: close failed: {}", tmp.path, std::strerror(errno));
-  fs::rename(tmp.path, path);
-  tmp.committed = true;
+  out.commit();
 }
 
 void SafetensorsWriter::write(const std::string& path) const {
@@ -291,35 +264,19 @@ struct SafetensorsStreamWriter::Impl {
   Metadata metadata;
   size_t next = 0;
   size_t open_shard = 0;
-  std::unique_ptr<TempFile> tmp;         // the shard being written
-  std::unique_ptr<FileSink> sink;        // over tmp
-  std::vector<std::string> closed_tmps;  // complete shards waiting for finish()
+  // Every shard written so far, complete but uncommitted (renamed only by finish(), so an
+  // unfinished writer leaves no shard under its final name); the last one is being written.
+  std::vector<std::unique_ptr<OutputFile>> shards;
+  std::unique_ptr<FileSink> sink;  // over shards.back()
   bool finished = false;
 
   std::string final_path(size_t s) const { return (fs::path(dir) / files[s]).string(); }
 
-  void close_shard() {
-    if (!tmp) return;
-    const int rc = std::fclose(std::exchange(tmp->f, nullptr));
-    CDQ_CHECK(rc == 0, "{}: close failed: {}", tmp->path, std::strerror(errno));
-    closed_tmps.push_back(tmp->path);
-    tmp->committed = true;  // removal now belongs to closed_tmps
-    sink.reset();
-    tmp.reset();
-  }
-
   void open(size_t s) {
-    close_shard();
-    tmp = std::make_unique<TempFile>(TempFile{final_path(s) + ".tmp"});
-    tmp->f = std::fopen(tmp->path.c_str(), "wb");
-    CDQ_CHECK(tmp->f != nullptr, "{}: cannot create: {}", tmp->path, std::strerror(errno));
-    std::setvbuf(tmp->f, nullptr, _IOFBF, 1 << 20);
-    sink = std::make_unique<FileSink>(tmp->f, tmp->path);
-    const std::string text = stream_header(decls, nbytes, members[s], metadata);
-    unsigned char len[8];
-    for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(text.size() >> (8 * i));
-    sink->raw(len, 8);
-    sink->raw(text.data(), text.size());
+    if (!shards.empty()) shards.back()->close();
+    shards.push_back(std::make_unique<OutputFile>(final_path(s)));
+    sink = std::make_unique<FileSink>(*shards.back());
+    write_len_and_header(*sink, stream_header(decls, nbytes, members[s], metadata));
     open_shard = s;
   }
 };
@@ -359,13 +316,7 @@ SafetensorsStreamWriter::SafetensorsStreamWriter(std::string dir, std::vector<De
   fs::create_directories(m.dir);
 }
 
-SafetensorsStreamWriter::~SafetensorsStreamWriter() {
-  if (!impl_ || impl_->finished) return;
-  impl_->sink.reset();
-  impl_->tmp.reset();  // closes and removes the open shard
-  std::error_code ec;
-  for (const auto& p : impl_->closed_tmps) fs::remove(p, ec);
-}
+SafetensorsStreamWriter::~SafetensorsStreamWriter() = default;  // uncommitted shards go
 
 std::string SafetensorsStreamWriter::next() const {
   return impl_->next < impl_->decls.size() ? impl_->decls[impl_->next].name : "";
@@ -378,7 +329,7 @@ void SafetensorsStreamWriter::write(std::string_view name, const TensorProducer&
             m.decls.size());
   const Decl& d = m.decls[m.next];
   CDQ_CHECK(d.name == name, "tensor '{}' written out of order: '{}' comes next", name, d.name);
-  if (!m.tmp || m.open_shard != m.shard_of[m.next]) m.open(m.shard_of[m.next]);
+  if (m.shards.empty() || m.open_shard != m.shard_of[m.next]) m.open(m.shard_of[m.next]);
   m.sink->begin_tensor(d.name, m.nbytes[m.next]);
   producer(*m.sink);
   m.sink->end_tensor();
@@ -407,8 +358,8 @@ std::vector<std::string> SafetensorsStreamWriter::finish() {
   CDQ_CHECK(m.next == m.decls.size(), "{} of {} declared tensors were written (next: '{}')", m.next,
             m.decls.size(), next());
   if (m.decls.empty()) m.open(0);  // an empty model file still gets its header
-  m.close_shard();
-  for (size_t s = 0; s < m.closed_tmps.size(); ++s) fs::rename(m.closed_tmps[s], m.final_path(s));
+  m.sink.reset();
+  for (auto& shard : m.shards) shard->commit();
   m.finished = true;
   if (m.files.size() > 1) {
     json weight_map = json::object();

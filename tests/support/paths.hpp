@@ -6,6 +6,6 @@
 namespace cdq::test {
 
 std::string shared_dir();  // ../shared beside the checkout
-std::string cli_path();    // the built cdquant binary
+std::string cli_path();    // the built cdquant binary ($CDQ_TEST_CLI when set)
 
 }  // namespace cdq::test

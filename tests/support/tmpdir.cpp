@@ -36,6 +36,15 @@ std::string TempDir::write(const std::string& name, const std::string& bytes) co
   return p;
 }
 
+std::vector<std::string> temporaries_in(const std::string& dir) {
+  std::vector<std::string> out;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    if (name.size() > 5 && name[0] == '.' && name.ends_with(".tmp")) out.push_back(name);
+  }
+  return out;
+}
+
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw std::runtime_error("cannot read " + path);

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace cdq::test {
 
@@ -20,6 +21,10 @@ class TempDir {
  private:
   std::string path_;
 };
+
+// Names in dir of the form cdquant's outputs are built under (".NAME.RANDOM.tmp", see
+// cdquant/output_file.hpp): what an unfinished output would leave behind.
+std::vector<std::string> temporaries_in(const std::string& dir);
 
 // Whole file as bytes (throws std::runtime_error when it cannot be read).
 std::string read_file(const std::string& path);
