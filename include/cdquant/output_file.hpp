@@ -95,8 +95,9 @@ struct RunInput {
 // for File outputs, a model folder (empty, or with config.json and no subfolders) for Folder
 // outputs, never a symbolic link to a folder. Also when the folder that is to hold `out` does
 // not exist. Inputs that do not exist are skipped (their own errors come when they are read).
-void check_output_path(const std::string& out, OutputKind kind,
-                       const std::vector<RunInput>& inputs);
+// `flag` names the option in messages.
+void check_output_path(const std::string& out, OutputKind kind, const std::vector<RunInput>& inputs,
+                       std::string_view flag = "--out");
 
 // Creates and removes a temporary file in the folder that is to hold `out`: an unwritable
 // location is reported before any long work rather than after it. Throws Error naming it.

@@ -172,7 +172,7 @@ class SafetensorsWriter {
   size_t size() const { return entries_.size(); }
   uint64_t total_bytes() const;  // sum of tensor data sizes
 
-  // One file. Written to path + ".tmp" then renamed, so a failure leaves no partial file.
+  // One file, as an OutputFile (cdquant/output_file.hpp): a failure leaves no partial file.
   void write(const std::string& path) const;
   // HF sharding: tensors in name order filled into shards of at most max_shard_bytes of data
   // (a larger tensor gets a shard of its own) named prefix-0000i-of-0000n.safetensors, plus
@@ -199,7 +199,7 @@ class SafetensorsWriter {
 // so the headers and the shard plan are fixed before any data exists; data regions are laid
 // out in declaration order (safetensors readers only need non-overlapping regions, not regions
 // in name order) while the JSON keys stay sorted. Tensors must then be written in exactly the
-// declaration order. Files are written as *.tmp and renamed by finish(); an unfinished writer
+// declaration order. Files are OutputFiles renamed by finish(); an unfinished writer
 // removes its temporaries. Sharding as SafetensorsWriter::write_sharded.
 class SafetensorsStreamWriter {
  public:

@@ -94,7 +94,7 @@ void check_outputs(const QuantizeJob& job, OutputKind kind) {
   CDQ_CHECK(fs::weakly_canonical(fs::absolute(job.save_calib_path), ec) !=
                 fs::weakly_canonical(fs::absolute(job.out_path), ec),
             "--save-calib {} and --out {} name the same path", job.save_calib_path, job.out_path);
-  check_output_path(job.save_calib_path, OutputKind::File, inputs);
+  check_output_path(job.save_calib_path, OutputKind::File, inputs, "--save-calib");
   check_output_writable(job.save_calib_path);
 }
 

@@ -393,10 +393,10 @@ bool contains(const std::vector<FileId>& ids, const FileId& id) {
 
 }  // namespace
 
-void check_output_path(const std::string& out, OutputKind kind,
-                       const std::vector<RunInput>& inputs) {
+void check_output_path(const std::string& out, OutputKind kind, const std::vector<RunInput>& inputs,
+                       std::string_view flag) {
   const auto [dir, name] = split(out);
-  CDQ_CHECK(!name.empty() && name != "." && name != "..", "--out {}: not a {} name", out,
+  CDQ_CHECK(!name.empty() && name != "." && name != "..", "{} {}: not a {} name", flag, out,
             kind == OutputKind::File ? "file" : "folder");
   check_holding_dir(dir, out);
   FileId out_id{};
@@ -406,13 +406,13 @@ void check_output_path(const std::string& out, OutputKind kind,
     FileId in_id{};
     if (in.path.empty() || !id_of(in.path, in_id)) continue;
     CDQ_CHECK(!(out_exists && out_id == in_id),
-              "--out {} is the input {} ({}); refusing to replace it, choose another output path",
-              out, in.path, in.what);
+              "{} {} is the input {} ({}); refusing to replace it, choose another output path",
+              flag, out, in.path, in.what);
     CDQ_CHECK(!contains(out_parents, in_id),
-              "--out {} lies inside the input folder {} ({}); choose an output path outside it",
+              "{} {} lies inside the input folder {} ({}); choose an output path outside it", flag,
               out, in.path, in.what);
     CDQ_CHECK(!(out_exists && contains(ancestors(in.path), out_id)),
-              "--out {} contains the input {} ({}); replacing it would remove the input", out,
+              "{} {} contains the input {} ({}); replacing it would remove the input", flag, out,
               in.path, in.what);
   }
   if (kind == OutputKind::File)

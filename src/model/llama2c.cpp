@@ -127,8 +127,6 @@ class Llama2cReader final : public ModelReader {
   Layout layout_{};
 };
 
-// Buffered float writer. Writes to PATH.partial and renames on success, so that a failed
-// write never leaves a truncated checkpoint under the real name.
 }  // namespace
 
 ModelConfig llama2c_config(const Llama2cHeader& h, const std::string& what) {
