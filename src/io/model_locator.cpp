@@ -1,5 +1,6 @@
 #include <cdquant/error.hpp>
 #include <cdquant/model_locator.hpp>
+#include <cdquant/output_file.hpp>
 #include <cstdlib>
 #include <filesystem>
 #include <vector>
@@ -46,19 +47,22 @@ bool have(const fs::path& dir, const KnownModel& m) {
          fs::is_regular_file(dir / m.tokenizer_file, ec);
 }
 
-// Downloads url to dest with curl (atomically, via a .part file). False on any failure.
+// Downloads url to dest with curl, atomically: curl fills an OutputFile's fresh temporary (a
+// regular file this process created, so never a planted link), which is then renamed. False on
+// any failure.
 bool download(const std::string& url, const fs::path& dest) {
   std::error_code ec;
   fs::create_directories(dest.parent_path(), ec);
-  const fs::path part = dest.string() + ".part";
-  const std::string cmd = "curl -fsSL --connect-timeout 10 --max-time 300 -o '" + part.string() +
-                          "' '" + url + "' 2>/dev/null";
-  if (std::system(cmd.c_str()) != 0) {
-    fs::remove(part, ec);
+  try {
+    OutputFile part(dest.string());
+    const std::string cmd = "curl -fsSL --connect-timeout 10 --max-time 300 -o '" +
+                            part.temp_path() + "' '" + url + "' 2>/dev/null";
+    if (std::system(cmd.c_str()) != 0) return false;  // the temporary goes with `part`
+    part.commit();
+    return true;
+  } catch (const Error&) {
     return false;
   }
-  fs::rename(part, dest, ec);
-  return !ec;
 }
 
 }  // namespace
