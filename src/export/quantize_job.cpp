@@ -100,9 +100,12 @@ QuantizeSummary run_quantize_job(const QuantizeJob& job) {
   if (windows.empty()) gguf.importance = false;
   QuantizeOptions quant = job.quant;
   format.constrain(quant.solver);
-  const auto writer = format.make_writer({*reader, job.model_path, job.out_path, quant, gguf});
-  if (format.grid == GridKind::GgmlBlock) quant.choose_grid = writer->grid_chooser();
-  if (job.on_note)
+  // Under MPI only rank 0 writes (and chooses the format's grids, which the writer keeps).
+  const bool writes = quant.comm == nullptr || quant.comm->rank() == 0;
+  const auto writer =
+      writes ? format.make_writer({*reader, job.model_path, job.out_path, quant, gguf}) : nullptr;
+  if (writer && format.grid == GridKind::GgmlBlock) quant.choose_grid = writer->grid_chooser();
+  if (writer && job.on_note)
     for (const std::string& note : writer->notes()) job.on_note(note);
   const QuantizeSummary summary =
       quantize_model(*reader, windows, quant,
@@ -110,7 +113,7 @@ QuantizeSummary run_quantize_job(const QuantizeJob& job) {
                        for (const LinearResult& r : linears) check_format_holds(format, r);
                        writer->write_block(layer, block, linears);
                      });
-  writer->finish();
+  if (writer) writer->finish();
   return summary;
 }
 
