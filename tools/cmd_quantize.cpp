@@ -102,12 +102,13 @@ void register_quantize(CLI::App& app) {
     }
     const QuantizeSummary s = run_quantize_job(job);
     if (!lead) return;
-    if (job.quant.comm != nullptr)
+    // Where the time went (per stage, summed over blocks); under mpirun even with --quiet.
+    if (job.quant.comm != nullptr || !flags->quiet)
       fmt::print(stderr,
                  "{} ranks; rank 0: forward {:.1f}s, H {:.1f}s, exchange {:.1f}s, solve "
                  "{:.1f}s, recompute {:.1f}s, write {:.1f}s, {:.1f} MB moved\n",
-                 job.quant.comm->size(), s.time.forward, s.time.hessian, s.time.exchange,
-                 s.time.solve, s.time.recompute, s.time.sink, s.time.bytes / 1e6);
+                 job.quant.comm ? job.quant.comm->size() : 1, s.time.forward, s.time.hessian,
+                 s.time.exchange, s.time.solve, s.time.recompute, s.time.sink, s.time.bytes / 1e6);
     fmt::print(
         "quantized {} linears with {} in {:.1f}s (mean relative error {:.4e}, {:.3f} bits per "
         "weight) -> {}\n",
