@@ -12,7 +12,7 @@ calib=data/sotu-calib.txt
 [ -s "$calib" ] || bash scripts/fetch_data.sh
 [ -d "$work/smol" ] || ./build/bench/make_random_hf --arch smollm2-135m --out "$work/smol"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-flags=(--model "$work/smol" --calib "$calib" --nsamples 32 --seqlen 512 --chunk-tokens 2048
+flags=(--model "$work/smol" --calib "$calib" --nsamples 8 --seqlen 128 --chunk-tokens 128
        --method gptq --bits 4 --group 128 --format gptq "$@")
 for n in 1 2 3; do
   rm -rf "$work/out$n"
