@@ -82,18 +82,33 @@ void register_quantize(CLI::App& app) {
                   "GGUF: type of token_embd.weight when untied (default: the base type)");
   cmd->add_flag("!--no-importance", flags->job.gguf.importance,
                 "GGUF: fit block scales with ggml's plain rule instead of weighting by diag(H)");
+  cmd->add_option("--chunk-tokens", flags->job.quant.chunk_tokens,
+                  "Calibration tokens per forward chunk (whole windows); under mpirun also the "
+                  "unit the windows are shared out in (at most 16 shares)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   cmd->add_flag("--quiet", flags->quiet, "No per-layer progress lines");
   add_solver_flags(cmd, flags->solver);
   cmd->callback([flags] {
     QuantizeJob job = flags->job;
     job.quant.method = parse_method(flags->method);
     job.quant.solver = flags->solver.to_options();
-    if (!flags->quiet) {
+    job.quant.comm = communicator();
+    const bool lead = job.quant.comm == nullptr || job.quant.comm->rank() == 0;
+    if (!flags->quiet && lead) {
       job.quant.progress = print_progress;
       job.on_note = [](const std::string& n) { fmt::print(stderr, "note: {}\n", n); };
       job.on_self_calibration = print_self_calibration;
     }
     const QuantizeSummary s = run_quantize_job(job);
+    if (!lead) return;
+    // Where the time went (per stage, summed over blocks); under mpirun even with --quiet.
+    if (job.quant.comm != nullptr || !flags->quiet)
+      fmt::print(stderr,
+                 "{} ranks; rank 0: forward {:.1f}s, H {:.1f}s, exchange {:.1f}s, solve "
+                 "{:.1f}s, recompute {:.1f}s, write {:.1f}s, {:.1f} MB moved\n",
+                 job.quant.comm ? job.quant.comm->size() : 1, s.time.forward, s.time.hessian,
+                 s.time.exchange, s.time.solve, s.time.recompute, s.time.sink, s.time.bytes / 1e6);
     fmt::print(
         "quantized {} linears with {} in {:.1f}s (mean relative error {:.4e}, {:.3f} bits per "
         "weight) -> {}\n",

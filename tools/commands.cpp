@@ -2,6 +2,17 @@
 
 namespace cdq::cli {
 
+namespace {
+Communicator* g_comm = nullptr;
+}
+
+Communicator* communicator() {
+  return g_comm;
+}
+void set_communicator(Communicator* comm) {
+  g_comm = comm;
+}
+
 void register_commands(CLI::App& app, const std::string& exe) {
   register_layer(app);
   register_quantize(app);

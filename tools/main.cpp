@@ -6,9 +6,28 @@
 #include <cdquant/output_file.hpp>
 
 #include "commands.hpp"
+#ifdef CDQ_HAVE_MPI
+#include "mpi/mpi_session.hpp"
+#endif
 
 int main(int argc, char** argv) {
   cdq::install_output_signal_handlers();  // SIGINT / SIGTERM leave no temporary outputs
+#ifdef CDQ_HAVE_MPI
+  // Under mpirun every rank runs this program; an error on one rank ends them all (the others
+  // may be waiting on it), with the rank and the message.
+  cdq::MpiSession mpi(argc, argv);
+  if (mpi.size() > 1) cdq::cli::set_communicator(&mpi);
+  const auto fail = [&](const char* what) {
+    if (mpi.size() > 1) mpi.abort(what);
+    fmt::print(stderr, "error: {}\n", what);
+    return 1;
+  };
+#else
+  const auto fail = [](const char* what) {
+    fmt::print(stderr, "error: {}\n", what);
+    return 1;
+  };
+#endif
   CLI::App app{"cdquant: post-training weight quantization (RTN, GPTQ, CDQuant)"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "cdquant 0.1.0");
@@ -18,11 +37,9 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   } catch (const cdq::Error& e) {
-    fmt::print(stderr, "error: {}\n", e.what());
-    return 1;
+    return fail(e.what());
   } catch (const std::exception& e) {
-    fmt::print(stderr, "error: {}\n", e.what());
-    return 1;
+    return fail(e.what());
   }
   return 0;
 }

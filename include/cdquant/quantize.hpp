@@ -5,6 +5,7 @@
 // Peak memory: one block's weights, the calibration activations and the block's Hessians.
 #pragma once
 
+#include <cdquant/communicator.hpp>
 #include <cdquant/grid.hpp>
 #include <cdquant/grid_constraint.hpp>
 #include <cdquant/model.hpp>
@@ -60,6 +61,22 @@ struct QuantizeOptions {
   GridChooser choose_grid;       // optional
   TransformFactory transform;    // optional: each linear's change of basis; none: identity
   std::function<void(const LayerProgress&)> progress;  // optional, after every linear
+  // Several processes (ranks) together, or null for one. The calibration windows are shared
+  // out in fixed chunks (chunk_tokens) and their H summed by a tree that depends on the number
+  // of chunks alone, so the output bytes do not depend on the number of ranks. Every rank
+  // passes the same reader, windows and options; only rank 0 calls sink and progress.
+  Communicator* comm = nullptr;
+};
+
+// Seconds this rank spent in each stage (summed over blocks), and bytes it exchanged.
+struct QuantizeTimings {
+  double forward = 0.0;    // capture forwards, without the H products
+  double hessian = 0.0;    // H products X^T X and the tree's additions
+  double exchange = 0.0;   // sending and awaiting H parts, constraints and results
+  double solve = 0.0;      // this rank's solves
+  double recompute = 0.0;  // the forward with the quantized block (next block's input)
+  double sink = 0.0;       // handing finished blocks to the sink (writing)
+  double bytes = 0.0;      // communication
 };
 
 struct QuantizeSummary {
@@ -69,6 +86,7 @@ struct QuantizeSummary {
   // Of the linears, as the method stores them (bits_per_weight of cdquant/method.hpp), weighted
   // by their sizes; the format may add its own overhead (GGUF types are fixed per tensor).
   double bits_per_weight = 0.0;
+  QuantizeTimings time;
 };
 
 // Quantizes every block of the model read from `reader` with calibration windows of equal

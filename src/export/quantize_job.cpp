@@ -118,10 +118,13 @@ QuantizeSummary run_quantize_job(const QuantizeJob& job) {
   QuantizeOptions quant = job.quant;
   format.constrain(quant.solver);
   // The writer comes before calibration: what the format cannot store fails at once, and the
-  // output (under its temporary name) exists from the start.
-  const auto writer = format.make_writer({*reader, job.model_path, job.out_path, quant, gguf});
-  if (format.grid == GridKind::GgmlBlock) quant.choose_grid = writer->grid_chooser();
-  if (job.on_note)
+  // output (under its temporary name) exists from the start. Under MPI only rank 0 writes (and
+  // chooses the format's grids, which the writer keeps).
+  const bool writes = quant.comm == nullptr || quant.comm->rank() == 0;
+  const auto writer =
+      writes ? format.make_writer({*reader, job.model_path, job.out_path, quant, gguf}) : nullptr;
+  if (writer && format.grid == GridKind::GgmlBlock) quant.choose_grid = writer->grid_chooser();
+  if (writer && job.on_note)
     for (const std::string& note : writer->notes()) job.on_note(note);
   const auto windows = calibration_windows(job, *reader, seqlen);
   const QuantizeSummary summary =
@@ -130,7 +133,7 @@ QuantizeSummary run_quantize_job(const QuantizeJob& job) {
                        for (const LinearResult& r : linears) check_format_holds(format, r);
                        writer->write_block(layer, block, linears);
                      });
-  writer->finish();
+  if (writer) writer->finish();
   return summary;
 }
 

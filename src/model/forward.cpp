@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cdquant/forward.hpp>
 #include <cmath>
+#include <exception>
 
 #include "linalg/linalg.hpp"
 #include "model/forward_blocks.hpp"
@@ -31,62 +32,83 @@ void add_residual(const Matrix& y, Matrix& x) {
     x.data[static_cast<size_t>(i)] += y.data[static_cast<size_t>(i)];
 }
 
-// Causal grouped-query attention over one batch: q [n_seq * T, q_dim], k, v [n_seq * T,
-// kv_dim] -> out [n_seq * T, q_dim]. Head h reads kv head h / (n_heads / n_kv_heads).
-// Work is split over (sequence, kv head): each task copies its K and V head transposed to
-// [head_dim, T], so the loops over key positions are contiguous and vectorise, then serves
-// every query head that shares the kv head.
-void attention(const Matrix& q, const Matrix& k, const Matrix& v, int64_t T, const ModelConfig& c,
-               Matrix& out) {
-  const int hd = c.head_dim;
-  const int rep = c.n_heads / c.n_kv_heads;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  const int64_t n_seq = q.rows / T;
-  const int64_t tasks = n_seq * c.n_kv_heads;
-  const bool parallel = tasks > 1 && n_seq * c.n_heads * T * T * hd >= 8 * kParallelMin;
-#pragma omp parallel if (parallel)
-  {
-    std::vector<float> kt(static_cast<size_t>(hd * T)), vt(static_cast<size_t>(hd * T));
-    std::vector<float> p(static_cast<size_t>(T));  // scores, then weights, over keys 0..t
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t task = 0; task < tasks; ++task) {
-      const int64_t row0 = (task / c.n_kv_heads) * T;
-      const int64_t kvh = task % c.n_kv_heads;
-      for (int64_t s = 0; s < T; ++s)
-        for (int i = 0; i < hd; ++i) {
-          kt[static_cast<size_t>(i * T + s)] = k(row0 + s, kvh * hd + i);
-          vt[static_cast<size_t>(i * T + s)] = v(row0 + s, kvh * hd + i);
-        }
-      for (int64_t h = kvh * rep; h < (kvh + 1) * rep; ++h)
-        for (int64_t t = 0; t < T; ++t) {
-          const float* qr = q.row(row0 + t) + h * hd;
-          const int64_t n = t + 1;
-          std::fill(p.begin(), p.begin() + n, 0.0f);
-          for (int i = 0; i < hd; ++i) {
-            const float qi = qr[i] * scale;
-            const float* kr = kt.data() + i * T;
-#pragma omp simd
-            for (int64_t s = 0; s < n; ++s) p[static_cast<size_t>(s)] += qi * kr[s];
-          }
-          const float mx = *std::max_element(p.begin(), p.begin() + n);
-          float sum = 0.0f;
-          for (int64_t s = 0; s < n; ++s)
-            sum += (p[static_cast<size_t>(s)] = std::exp(p[static_cast<size_t>(s)] - mx));
-          const float inv = 1.0f / sum;
-          float* o = out.row(row0 + t) + h * hd;
-          for (int i = 0; i < hd; ++i) {
-            const float* vr = vt.data() + i * T;
-            float acc = 0.0f;
-#pragma omp simd reduction(+ : acc)
-            for (int64_t s = 0; s < n; ++s) acc += p[static_cast<size_t>(s)] * vr[s];
-            o[i] = acc * inv;
-          }
-        }
-    }
+// One-threaded BLAS inside a parallel region (OpenBLAS keeps its own pool beside OpenMP's, and
+// many small products at once are faster one per thread than each spread over all threads).
+struct SerialBlas {
+  int previous = blas_threads();
+  SerialBlas() { set_blas_threads(1); }
+  ~SerialBlas() { set_blas_threads(previous); }
+};
+
+// Queries per attention tile: the tile's scores [kQueryTile, keys] stay in cache, and the
+// masked half of the diagonal tile (wasted products) is kQueryTile / (2 T) of the work.
+constexpr int64_t kQueryTile = 128;
+
+// One tile of causal attention for one head: queries t0..t0+rows of the window, keys 0..t0+rows.
+// q, k, v, out point at the head's first column of the window's first row; ld* are row strides.
+// s is scratch of rows * (t0 + rows) floats.
+void attention_tile(const float* q, const float* k, const float* v, float* out, int64_t ldq,
+                    int64_t ldkv, int64_t hd, int64_t t0, int64_t rows, float scale, float* s) {
+  const int64_t keys = t0 + rows;
+  const MatrixView sv{s, rows, keys, keys};
+  // S = scale * Q K^T, [rows, keys].
+  gemm(false, true, scale, {const_cast<float*>(q) + t0 * ldq, rows, hd, ldq},
+       {const_cast<float*>(k), keys, hd, ldkv}, 0.0f, sv);
+  // Row i sees keys 0..t0+i: a softmax stable under the row's maximum, zeros past the diagonal.
+  for (int64_t i = 0; i < rows; ++i) {
+    float* r = s + i * keys;
+    const int64_t n = t0 + i + 1;
+    const float mx = *std::max_element(r, r + n);
+    float sum = 0.0f;
+    for (int64_t j = 0; j < n; ++j) sum += (r[j] = std::exp(r[j] - mx));
+    const float inv = 1.0f / sum;
+    for (int64_t j = 0; j < n; ++j) r[j] *= inv;
+    std::fill(r + n, r + keys, 0.0f);
   }
+  // O = P V, [rows, hd].
+  gemm(false, false, 1.0f, sv, {const_cast<float*>(v), keys, hd, ldkv}, 0.0f,
+       {out + t0 * ldq, rows, hd, ldq});
 }
 
 }  // namespace
+
+void causal_attention(const Matrix& q, const Matrix& k, const Matrix& v, int64_t T,
+                      const ModelConfig& c, Matrix& out) {
+  CDQ_ASSERT(q.rows % T == 0 && k.rows == q.rows && v.rows == q.rows);
+  CDQ_ASSERT(q.cols == c.q_dim() && out.rows == q.rows && out.cols == q.cols);
+  const int64_t hd = c.head_dim;
+  const int rep = c.n_heads / c.n_kv_heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const int64_t n_seq = q.rows / T;
+  const int64_t tiles = (T + kQueryTile - 1) / kQueryTile;
+  const int64_t tasks = n_seq * c.n_heads * tiles;
+  // Tasks in decreasing work (the last tiles see the most keys) so dynamic scheduling ends even.
+  const bool parallel = tasks > 1 && n_seq * c.n_heads * T * T * hd >= 8 * kParallelMin;
+  const SerialBlas serial;
+  std::exception_ptr error;  // exceptions must not leave a parallel region
+#pragma omp parallel if (parallel)
+  {
+    std::vector<float> s(static_cast<size_t>(kQueryTile * T));
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t task = 0; task < tasks; ++task) {
+      try {
+        const int64_t tile = tiles - 1 - task / (n_seq * c.n_heads);
+        const int64_t seq = task / c.n_heads % n_seq;
+        const int64_t h = task % c.n_heads;
+        const int64_t kv_col = h / rep * hd;
+        const int64_t row0 = seq * T;
+        const int64_t t0 = tile * kQueryTile;
+        attention_tile(q.row(row0) + h * hd, k.row(row0) + kv_col, v.row(row0) + kv_col,
+                       out.row(row0) + h * hd, q.cols, k.cols, hd, t0, std::min(kQueryTile, T - t0),
+                       scale, s.data());
+      } catch (...) {
+#pragma omp critical(cdq_attention_error)
+        if (!error) error = std::current_exception();
+      }
+    }
+  }
+  if (error) std::rethrow_exception(error);
+}
 
 void linear_forward(const Matrix& x, const Matrix& w, const std::vector<float>& bias, Matrix& y) {
   CDQ_ASSERT(x.cols == w.cols);
@@ -201,7 +223,7 @@ void block_forward(const BlockWeights& b, const ModelConfig& c, Matrix& x,
   apply_rope(q, c.head_dim, c.rope_theta, seq_len);
   apply_rope(k, c.head_dim, c.rope_theta, seq_len);
   Matrix att(x.rows, c.q_dim());
-  attention(q, k, v, seq_len, c, att);
+  causal_attention(q, k, v, seq_len, c, att);
   notify(capture, BlockInput::AttnOut, att);
   linear_forward(att, b.wo, {}, y);  // [T, dim]
   add_residual(y, x);

@@ -21,6 +21,12 @@ Matrix head_forward(const std::vector<float>& final_norm, const Matrix& classifi
 // One batch makes the matrix products large enough to use every core.
 Matrix forward_logits_batch(const Model& model, std::span<const int> tokens, int64_t seq_len);
 
+// Causal grouped-query attention over windows of T tokens stacked in q [n * T, q_dim] and
+// k, v [n * T, kv_dim] (RoPE applied) -> out [n * T, q_dim]; head h reads kv head
+// h / (n_heads / n_kv_heads). Scores and weighted values are matrix products (BLAS) per head
+// and tile of queries, with a softmax stable under each row's maximum.
+void causal_attention(const Matrix& q, const Matrix& k, const Matrix& v, int64_t T,
+                      const ModelConfig& config, Matrix& out);
 // y [T, out] = x [T, in] W^T (+ bias), W [out, in]; y is resized if needed.
 void linear_forward(const Matrix& x, const Matrix& w, const std::vector<float>& bias, Matrix& y);
 // The SwiGLU half of a block, in place on x [T, dim] (rows are independent tokens):
