@@ -71,7 +71,7 @@ void register_quantize(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--type", flags->job.gguf.type,
                   "GGUF: ggml type of the linears (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, "
-                  "Q2_K..Q6_K) or llama.cpp mix (Q3_K_S/M/L, Q4_K_S/M, Q5_K_S/M)")
+                  "Q2_K..Q6_K, IQ4_NL, IQ4_XS) or llama.cpp mix (Q3_K_S/M/L, Q4_K_S/M, Q5_K_S/M)")
       ->capture_default_str();
   cmd->add_option("--override", flags->job.gguf.overrides,
                   "GGUF: PATTERN=TYPE for tensors whose name matches the regex PATTERN "

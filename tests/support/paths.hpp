@@ -7,5 +7,8 @@ namespace cdq::test {
 
 std::string shared_dir();  // ../shared beside the checkout
 std::string cli_path();    // the built cdquant binary
+// The prebuilt llama.cpp libraries (libggml-base.so, libllama.so) that npm's
+// @node-llama-cpp/linux-x64 ships, installed under .engine/ at the checkout's root.
+std::string engine_lib_dir();
 
 }  // namespace cdq::test
