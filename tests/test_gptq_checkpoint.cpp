@@ -11,6 +11,7 @@
 #include <cdquant/model_writer.hpp>
 #include <cdquant/quantize.hpp>
 #include <cdquant/safetensors.hpp>
+#include <cdquant/tokenizer.hpp>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -358,6 +359,14 @@ TEST(GptqCheckpoint, Stories260kFromLlama2cWithAHfConfig) {
   EXPECT_EQ(cfg["num_key_value_heads"], 4);
   EXPECT_EQ(cfg["tie_word_embeddings"], true);
   EXPECT_TRUE(fs::exists(out + "/tokenizer.bin"));  // tok512.bin, for cdquant eval
+  // and a tokenizer.json HF clients load, encoding as the llama2.c tokenizer does
+  const auto hf = load_tokenizer(out);
+  EXPECT_EQ(hf->kind(), "hf-bpe-sentencepiece");
+  const auto bin = load_tokenizer(out + "/tokenizer.bin");
+  const std::string text = "Once upon a time, there was a little girl named Lily. 123  ok\n";
+  EXPECT_EQ(hf->encode(text, true), bin->encode(text, true));
+  // every safetensors file says format pt (transformers < 4.48.2 refuses files without)
+  EXPECT_EQ(SafetensorsFile(out + "/model.safetensors").metadata().at("format"), "pt");
 }
 
 TEST(GptqCheckpoint, CliQuantizesToGptqAndEvaluatesIt) {

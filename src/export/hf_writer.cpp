@@ -8,7 +8,9 @@
 #include "export/hf_writer.hpp"
 
 #include <cdquant/error.hpp>
+#include <cdquant/model_tokenizer.hpp>
 #include <cdquant/text_file.hpp>
+#include <cdquant/tokenizer.hpp>
 #include <cerrno>
 #include <charconv>
 #include <cstdio>
@@ -42,6 +44,15 @@ bool is_gptq_tensor(const std::string& name) {
       return true;
   }
   return false;
+}
+
+void write_text_file(const fs::path& path, const std::string& text) {
+  std::FILE* f = std::fopen(path.c_str(), "wb");
+  CDQ_CHECK(f != nullptr, "{}: cannot create: {}", path.string(), std::strerror(errno));
+  const size_t n = std::fwrite(text.data(), 1, text.size(), f);
+  const int rc = std::fclose(f);
+  CDQ_CHECK(n == text.size() && rc == 0, "{}: write failed: {}", path.string(),
+            std::strerror(errno));
 }
 
 fs::path source_dir(const std::string& source_path) {
@@ -89,11 +100,22 @@ void copy_hf_side_files(const std::string& source_path, const std::string& out_d
   }
   // llama2.c / GGUF: keep the tokenizer beside the model usable by cdquant (find_tokenizer_for).
   const std::string tok = find_tokenizer_for(source_path);
-  if (tok.empty()) return;
-  const std::string ext = fs::path(tok).extension().string();
+  const std::string ext = tok.empty() ? "" : fs::path(tok).extension().string();
   if (ext == ".bin" || ext == ".model")
     fs::copy_file(tok, fs::path(out_dir) / ("tokenizer" + ext),
                   fs::copy_options::overwrite_existing);
+  // ... and one HF clients load: a SentencePiece-style vocabulary (llama2.c's tokenizer.bin, a
+  // GGUF "llama" vocabulary) as tokenizer.json. A .model file is what HF's slow Llama tokenizer
+  // reads itself; a GGUF "gpt2" vocabulary is not converted (yet).
+  std::unique_ptr<Tokenizer> t;
+  if (ext == ".bin")
+    t = load_tokenizer(tok);
+  else if (fs::path(source_path).extension() == ".gguf")
+    t = load_model_tokenizer(source_path);
+  if (!t || t->vocab().model != "llama") return;
+  const TokenizerVocab v = t->vocab();
+  write_text_file(fs::path(out_dir) / "tokenizer.json", hf_tokenizer_json(v));
+  write_text_file(fs::path(out_dir) / "tokenizer_config.json", hf_tokenizer_config_json(v));
 }
 
 // ---- HfSideTensors ------------------------------------------------------------------------------

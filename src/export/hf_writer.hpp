@@ -28,7 +28,9 @@ nlohmann::json hf_config_for(const ModelConfig& c, const std::string& torch_dtyp
 
 // Copies tokenizer.json, tokenizer_config.json, tokenizer.model, special_tokens_map.json,
 // added_tokens.json and generation_config.json from src_dir when present. For a non-HF source
-// (src_dir is a file) the tokenizer stored beside it is copied as tokenizer.bin / .model.
+// (src_dir is a file) the tokenizer stored beside it is copied as tokenizer.bin / .model, and a
+// SentencePiece-style vocabulary (llama2.c .bin, GGUF "llama") is also written as
+// tokenizer.json + tokenizer_config.json (hf_tokenizer_json).
 void copy_hf_side_files(const std::string& source_path, const std::string& out_dir);
 
 // The tensors of an HF output other than the seven linears of each block. For an HF source:
