@@ -82,6 +82,14 @@ void register_quantize(CLI::App& app) {
                   "GGUF: type of token_embd.weight when untied (default: the base type)");
   cmd->add_flag("!--no-importance", flags->job.gguf.importance,
                 "GGUF: fit block scales with ggml's plain rule instead of weighting by diag(H)");
+  cmd->add_option("--gptq-dtype", flags->job.gptq.dtype,
+                  "GPTQ: dtype of the float tensors and torch_dtype (float16, bfloat16, auto: "
+                  "bfloat16 for a BF16 source, else float16)")
+      ->check(CLI::IsMember({"auto", "float16", "bfloat16"}))
+      ->capture_default_str();
+  cmd->add_flag("--gptq-v1", flags->job.gptq.v1,
+                "GPTQ: write asymmetric grids as v1 'gptq' (AutoGPTQ, older vLLM) instead of "
+                "gptq_v2; needs every zero point >= 1");
   cmd->add_flag("--quiet", flags->quiet, "No per-layer progress lines");
   add_solver_flags(cmd, flags->solver);
   cmd->callback([flags] {

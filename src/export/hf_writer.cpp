@@ -120,11 +120,12 @@ void copy_hf_side_files(const std::string& source_path, const std::string& out_d
 
 // ---- HfSideTensors ------------------------------------------------------------------------------
 
-HfSideTensors::HfSideTensors(ModelReader& source, const std::string& source_path, bool f32_to_f16)
-    : source_(source), f32_to_f16_(f32_to_f16) {
+HfSideTensors::HfSideTensors(ModelReader& source, const std::string& source_path,
+                             std::optional<DType> float_store)
+    : source_(source), float_store_(float_store) {
   const ModelConfig& c = source.config();
   layers_.resize(static_cast<size_t>(c.n_layers));
-  const DType store = f32_to_f16 ? DType::F16 : DType::F32;
+  const DType store = float_store.value_or(DType::F32);
   if (source.format() != "hf") {  // the Llama tensors, made from the reader
     for (auto& l : layers_) {
       l.push_back({"input_layernorm.weight", store, {c.dim}});
@@ -154,7 +155,7 @@ HfSideTensors::HfSideTensors(ModelReader& source, const std::string& source_path
               source_path, name);
     if (linear_weights.contains(name)) continue;
     const TensorInfo& info = st_->info(name);
-    const DType dtype = f32_to_f16 && info.dtype == DType::F32 ? DType::F16 : info.dtype;
+    const DType dtype = float_store && is_float_dtype(info.dtype) ? *float_store : info.dtype;
     const int layer = layer_of(name);
     Decl d{name, dtype, info.shape};
     if (layer >= 0 && layer < c.n_layers)
@@ -178,7 +179,7 @@ DType HfSideTensors::linear_dtype(int layer, Linear l) const {
 
 void HfSideTensors::write_one(SafetensorsStreamWriter& out, const Decl& d) const {
   if (d.dtype == st_->info(d.name).dtype) return out.write_bytes(d.name, st_->bytes(d.name));
-  out.write_floats(d.name, st_->read_floats(d.name));  // F32 -> F16
+  out.write_floats(d.name, st_->read_floats(d.name));  // to float_store
 }
 
 void HfSideTensors::write_layer(SafetensorsStreamWriter& out, int l,
@@ -225,7 +226,7 @@ class HfFloatWriter final : public ModelWriter {
       : source_(source),
         source_path_(source_path),
         out_dir_(std::move(out_dir)),
-        side_(source, source_path, false) {
+        side_(source, source_path, std::nullopt) {
     const ModelConfig& c = source.config();
     std::vector<SafetensorsStreamWriter::Decl> decls;
     for (int i = 0; i < c.n_layers; ++i) {

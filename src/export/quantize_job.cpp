@@ -100,8 +100,10 @@ QuantizeSummary run_quantize_job(const QuantizeJob& job) {
   if (windows.empty()) gguf.importance = false;
   QuantizeOptions quant = job.quant;
   format.constrain(quant.solver);
-  const auto writer = format.make_writer({*reader, job.model_path, job.out_path, quant, gguf});
-  if (format.grid == GridKind::GgmlBlock) quant.choose_grid = writer->grid_chooser();
+  const auto writer =
+      format.make_writer({*reader, job.model_path, job.out_path, quant, gguf, job.gptq});
+  // GGUF block grids; the GPTQ writer's float-kept linears (the rest: the solver's own grid)
+  quant.choose_grid = writer->grid_chooser();
   if (job.on_note)
     for (const std::string& note : writer->notes()) job.on_note(note);
   const QuantizeSummary summary =
