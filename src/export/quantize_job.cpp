@@ -102,8 +102,11 @@ QuantizeSummary run_quantize_job(const QuantizeJob& job) {
   format.constrain(quant.solver);
   const auto writer =
       format.make_writer({*reader, job.model_path, job.out_path, quant, gguf, job.gptq});
-  // GGUF block grids; the GPTQ writer's float-kept linears (the rest: the solver's own grid)
-  quant.choose_grid = writer->grid_chooser();
+  // Formats that store codes fix the grids they hold (GGUF block grids) or keep float what they
+  // cannot hold (GPTQ's unpackable linears); a float output (even an F32 GGUF) stores whatever
+  // the solver chose.
+  if (format.grid == GridKind::GgmlBlock || format.stores_codes)
+    quant.choose_grid = writer->grid_chooser();
   if (job.on_note)
     for (const std::string& note : writer->notes()) job.on_note(note);
   const QuantizeSummary summary =
