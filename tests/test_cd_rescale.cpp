@@ -164,7 +164,7 @@ TEST(CdRescale, RefitsTheBlockScalesOfEveryGgmlType) {
     EXPECT_LT(d_only.objective, codes_only.objective);
     EXPECT_EQ(d_only.sub_scale, sub);
     ASSERT_EQ(refit.sub_scale.size(), sub.size());
-    if (range.lo < range.hi) {  // K-quants: the sub-scales move too, within their bit fields
+    if (range.lo < range.hi) {  // K-quants, IQ4_XS: the sub-scales move too, within their fields
       EXPECT_LE(refit.objective, d_only.objective);
       // One sub-scale step is 1.5-3% of a group's scale: coarse against the optimal moves at 5
       // bits (Q5_K moved none here), not at 2-4 bits or with Q6_K's 8-bit sub-scales.
@@ -200,7 +200,9 @@ TEST(CdRescale, RefitsTheBlockScalesOfEveryGgmlType) {
     for (int64_t r = 0; r < back.rows; ++r)
       for (int64_t c = 0; c < back.cols; ++c) {
         const size_t k = refit.grid.at(r, refit.grid.group_of(c));
-        const float q = static_cast<float>(refit.codes[static_cast<size_t>(r * back.cols + c)]);
+        const int code = refit.codes[static_cast<size_t>(r * back.cols + c)];
+        const float q =
+            grid.is_codebook() ? grid.levels[static_cast<size_t>(code)] : static_cast<float>(code);
         const float bound = 2 * std::numeric_limits<float>::epsilon() *
                             (std::abs(refit.grid.scale[k] * q) + std::abs(refit.grid.bias[k]));
         ASSERT_NEAR(back(r, c), refit.q(r, c), bound) << tr.name << " " << r << "," << c;

@@ -199,6 +199,25 @@ TEST(GgufModel, PlanFollowsLlamaCppMixes) {
   EXPECT_EQ(m3.linear(5, Linear::Down), GgmlType::Q4_K);
   EXPECT_EQ(m3.linear(5, Linear::Gate), GgmlType::Q3_K);
 
+  // IQ4 ftypes: every linear in the type but for llama.cpp's raises of those ftypes: attn_v to
+  // Q5_K at n_head / n_kv_head >= 4, the first n/8 ffn_down to Q5_K without an imatrix.
+  opt.type = "IQ4_XS";
+  const GgufPlan xs(c, opt);
+  EXPECT_EQ(xs.file_type(), 30u);
+  for (int i = 0; i < 8; ++i)
+    for (Linear l : kAllLinears) EXPECT_EQ(xs.linear(i, l), GgmlType::IQ4_XS) << i;
+  EXPECT_EQ(xs.output(), GgmlType::Q6_K);
+  opt.importance = false;
+  ModelConfig gqa4 = c;
+  gqa4.n_kv_heads = 2;
+  const GgufPlan nl(gqa4, (opt.type = "IQ4_NL", opt));
+  EXPECT_EQ(nl.file_type(), 25u);
+  EXPECT_EQ(nl.linear(0, Linear::Down), GgmlType::Q5_K);
+  EXPECT_EQ(nl.linear(1, Linear::Down), GgmlType::IQ4_NL);
+  EXPECT_EQ(nl.linear(3, Linear::V), GgmlType::Q5_K);
+  EXPECT_EQ(nl.linear(3, Linear::K), GgmlType::IQ4_NL);
+  opt.importance = true;
+
   opt.type = "Q8_0";
   EXPECT_EQ(GgufPlan(c, opt).output(), GgmlType::Q8_0);
   opt.type = "f16";
@@ -240,6 +259,12 @@ TEST(GgufModel, PlanFallsBackWhenRowsDoNotFillBlocks) {
   EXPECT_EQ(GgufPlan(c, opt).linear(2, Linear::Up), GgmlType::Q4_0);
   opt.type = "Q6_K";
   EXPECT_EQ(GgufPlan(c, opt).linear(2, Linear::Up), GgmlType::Q8_0);
+  opt.type = "IQ4_XS";  // llama.cpp: IQ4_XS -> IQ4_NL
+  const GgufPlan xs(c, opt);
+  EXPECT_EQ(xs.linear(2, Linear::Up), GgmlType::IQ4_NL);
+  EXPECT_EQ(xs.linear(2, Linear::Down), GgmlType::F16);
+  EXPECT_THAT(xs.note(2, Linear::Up), HasSubstr("using IQ4_NL"));
+  EXPECT_EQ(xs.output(), GgmlType::Q8_0);
   opt.type = "Q4_0";
   const GgufPlan q40(c, opt);
   EXPECT_EQ(q40.linear(2, Linear::Up), GgmlType::Q4_0);
@@ -293,11 +318,10 @@ TEST(GgufModel, QuantizedFilesDecodeToTheSolversWeights) {
   const auto vocab = load_tokenizer(stories_tokenizer_path())->vocab();
   const auto windows = stories_calibration();
   const Model original = load_model(test::stories260k_path());
-  const std::pair<const char*, Method> runs[] = {{"Q8_0", parse_method("rtn")},
-                                                 {"Q8_0", parse_method("cd")},
-                                                 {"Q4_0", parse_method("gptq")},
-                                                 {"Q4_0", parse_method("cd")},
-                                                 {"Q4_K", parse_method("cd")}};
+  const std::pair<const char*, Method> runs[] = {
+      {"Q8_0", parse_method("rtn")},   {"Q8_0", parse_method("cd")}, {"Q4_0", parse_method("gptq")},
+      {"Q4_0", parse_method("cd")},    {"Q4_K", parse_method("cd")}, {"IQ4_NL", parse_method("cd")},
+      {"IQ4_XS", parse_method("gptq")}};
   for (const auto& [type, m] : runs) {
     {
       SCOPED_TRACE(std::string(type) + " " + std::string(m.name()));
@@ -318,8 +342,10 @@ TEST(GgufModel, QuantizedFilesDecodeToTheSolversWeights) {
       const Matrix& down = back.blocks[0].w_down;
       for (size_t i = 0; i < down.data.size(); ++i)
         ASSERT_EQ(down.data[i], fp16_to_float(float_to_fp16(original.blocks[0].w_down.data[i])));
-      EXPECT_EQ(r.tensor("blk.0.attn_q.weight").type,
-                std::string(type) == "Q4_K" ? GgmlType::Q5_0 : parse_ggml_type(type));
+      const std::string t(type);
+      EXPECT_EQ(r.tensor("blk.0.attn_q.weight").type, t == "Q4_K"     ? GgmlType::Q5_0
+                                                      : t == "IQ4_XS" ? GgmlType::IQ4_NL
+                                                                      : parse_ggml_type(type));
       EXPECT_EQ(r.get("general.quantization_version").get<uint32_t>(), 2u);
       expect_same_matrix(
           back.tok_embeddings,
@@ -418,7 +444,7 @@ TEST(GgufModel, CdCodesBeatRtnCodesOnStories) {
   }
 }
 
-TEST(GgufModel, KQuantsApplyAndCdBeatsRtnOnARandomModel) {
+TEST(GgufModel, KQuantsAndIq4ApplyAndCdBeatsRtnOnARandomModel) {
   test::TempDir dir;
   const ModelConfig c = test::tiny_config(256, 256, 2, 4, 2, 64, 64);
   const Model model = test::random_model(c, 21);
@@ -434,7 +460,7 @@ TEST(GgufModel, KQuantsApplyAndCdBeatsRtnOnARandomModel) {
     windows.push_back(t);
   }
   const std::vector<int> stream = some_tokens(64, 6 * 64, 999);
-  for (const char* type : {"Q4_K", "Q3_K", "Q2_K", "Q6_K", "Q5_K"}) {
+  for (const char* type : {"Q4_K", "Q3_K", "Q2_K", "Q6_K", "Q5_K", "IQ4_XS", "IQ4_NL"}) {
     SCOPED_TRACE(type);
     const std::string rtn = dir.file("rtn.gguf"), cd = dir.file("cd.gguf");
     const Solved s = quantize_to_gguf(src, cd, vocab, windows, parse_method("cd"), type);
@@ -446,7 +472,8 @@ TEST(GgufModel, KQuantsApplyAndCdBeatsRtnOnARandomModel) {
       for (Linear lin : kAllLinears)
         expect_same_matrix(back.blocks[static_cast<size_t>(l)].linear(lin),
                            s.grid_q.at({l, static_cast<int>(lin)}), gguf_linear_name(l, lin));
-    if (std::string(type) == "Q4_K" || std::string(type) == "Q3_K") {
+    if (std::string(type) == "Q4_K" || std::string(type) == "Q3_K" ||
+        std::string(type).starts_with("IQ4")) {
       quantize_to_gguf(src, rtn, vocab, windows, parse_method("rtn"), type);
       EXPECT_LT(score(model, cd, stream, 64).kl, score(model, rtn, stream, 64).kl);
     }

@@ -11,6 +11,7 @@
 #include <cdquant/model_writer.hpp>
 #include <cdquant/quantize.hpp>
 #include <cdquant/safetensors.hpp>
+#include <cdquant/tokenizer.hpp>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -47,10 +48,12 @@ ModelConfig packable_config() {
 
 // Quantizes the HF model at src into a GPTQ checkpoint at out; returns the in-memory quantized
 // model (the solver's dequantized weights).
-Model quantize_to_gptq(const std::string& src, const std::string& out, const QuantizeOptions& o,
-                       uint64_t shard_bytes = 2'000'000'000) {
+Model quantize_to_gptq(const std::string& src, const std::string& out, const QuantizeOptions& opt,
+                       uint64_t shard_bytes = 2'000'000'000, const GptqExportOptions& g = {}) {
   auto reader = open_model(src);
-  auto writer = make_gptq_writer(*reader, src, out, o, shard_bytes);
+  auto writer = make_gptq_writer(*reader, src, out, opt, shard_bytes, g);
+  QuantizeOptions o = opt;
+  o.choose_grid = writer->grid_chooser();  // linears the format cannot pack stay float
   InMemoryModelWriter memory(*reader);
   quantize_model(*reader, test::random_windows(reader->config().vocab_size, 3, 12, 7), o,
                  [&](int layer, BlockWeights& block, std::vector<LinearResult>& linears) {
@@ -340,17 +343,29 @@ TEST(GptqCheckpoint, Stories260kFromLlama2cWithAHfConfig) {
   auto reader = open_model(test::stories260k_path());
   auto writer = make_gptq_writer(*reader, test::stories260k_path(), out,
                                  options(parse_method("rtn"), 4, 32, true));
+  QuantizeOptions o = options(parse_method("rtn"), 4, 32, true);
+  o.choose_grid = writer->grid_chooser();
   InMemoryModelWriter memory(*reader);
-  quantize_model(*reader, test::random_windows(512, 2, 16, 3),
-                 options(parse_method("rtn"), 4, 32, true),
+  quantize_model(*reader, test::random_windows(512, 2, 16, 3), o,
                  [&](int layer, BlockWeights& block, std::vector<LinearResult>& linears) {
                    writer->write_block(layer, block, linears);
                    memory.write_block(layer, block, linears);
                  });
   writer->finish();
   memory.finish();
-  // The 172-wide FFN cannot be packed: gate/up/down stay float16.
+  // The 172-wide FFN cannot be packed: gate/up/down keep their float weights (in float16, not
+  // F16 copies of quantized ones), and the writer says so before the run.
   expect_linears_equal(load_model(out), memory.model(), {Linear::Gate, Linear::Up, Linear::Down});
+  const Model original = load_model(test::stories260k_path());
+  const Model back = load_model(out);
+  for (size_t l = 0; l < back.blocks.size(); ++l)
+    for (Linear lin : {Linear::Gate, Linear::Up, Linear::Down})
+      EXPECT_TRUE(same_bits(back.blocks[l].linear(lin).span(),
+                            test::rounded_to(original.blocks[l].linear(lin), DType::F16).span()))
+          << l << " " << linear_name(lin);
+  ASSERT_EQ(writer->notes().size(), 3u);
+  EXPECT_THAT(writer->notes()[2], HasSubstr("mlp.down_proj: [64, 172] cannot be packed"));
+  EXPECT_THAT(writer->notes()[2], HasSubstr("kept F16"));
   const json cfg = read_json(out + "/config.json");
   EXPECT_EQ(cfg["architectures"][0], "LlamaForCausalLM");
   EXPECT_EQ(cfg["hidden_size"], 64);
@@ -358,6 +373,71 @@ TEST(GptqCheckpoint, Stories260kFromLlama2cWithAHfConfig) {
   EXPECT_EQ(cfg["num_key_value_heads"], 4);
   EXPECT_EQ(cfg["tie_word_embeddings"], true);
   EXPECT_TRUE(fs::exists(out + "/tokenizer.bin"));  // tok512.bin, for cdquant eval
+  // and a tokenizer.json HF clients load, encoding as the llama2.c tokenizer does
+  const auto hf = load_tokenizer(out);
+  EXPECT_EQ(hf->kind(), "hf-bpe-sentencepiece");
+  const auto bin = load_tokenizer(out + "/tokenizer.bin");
+  const std::string text = "Once upon a time, there was a little girl named Lily. 123  ok\n";
+  EXPECT_EQ(hf->encode(text, true), bin->encode(text, true));
+  // every safetensors file says format pt (transformers < 4.48.2 refuses files without)
+  EXPECT_EQ(SafetensorsFile(out + "/model.safetensors").metadata().at("format"), "pt");
+}
+
+TEST(GptqCheckpoint, FloatTensorsAndTorchDtypeAgree) {
+  // auto: a BF16 source keeps BF16 float tensors and says bfloat16, an F32 one gets float16;
+  // --gptq-dtype chooses. The scales are float16 in every case (the format's).
+  test::TempDir tmp;
+  const ModelConfig c = packable_config();
+  const Model m = test::random_model(c, 8);
+  test::write_hf_model(m, tmp.file("bf16"), DType::BF16);
+  test::write_hf_model(m, tmp.file("f32"), DType::F32);
+  const QuantizeOptions o = options(parse_method("rtn"), 4, 32, true);
+  struct Run {
+    const char* src;
+    const char* dtype;
+    DType want;
+    const char* torch;
+  };
+  for (const Run& r :
+       {Run{"bf16", "auto", DType::BF16, "bfloat16"}, Run{"f32", "auto", DType::F16, "float16"},
+        Run{"bf16", "float16", DType::F16, "float16"},
+        Run{"f32", "bfloat16", DType::BF16, "bfloat16"}}) {
+    SCOPED_TRACE(std::string(r.src) + " " + r.dtype);
+    const std::string out = tmp.file(std::string("out_") + r.src + r.dtype);
+    GptqExportOptions g;
+    g.dtype = r.dtype;
+    quantize_to_gptq(tmp.file(r.src), out, o, 2'000'000'000, g);
+    const SafetensorsDir st(out);
+    EXPECT_EQ(st.info("model.embed_tokens.weight").dtype, r.want);
+    EXPECT_EQ(st.info("model.layers.0.input_layernorm.weight").dtype, r.want);
+    EXPECT_EQ(st.info("model.layers.0.self_attn.q_proj.scales").dtype, DType::F16);
+    EXPECT_EQ(read_json(out + "/config.json")["torch_dtype"], r.torch);
+  }
+}
+
+TEST(GptqCheckpoint, AsymmetricGridsAsV1WhenZeroPointsAllow) {
+  test::TempDir tmp;
+  const ModelConfig c = packable_config();
+  test::write_hf_model(test::random_model(c, 9), tmp.file("src"));
+  const QuantizeOptions o = options(parse_method("gptq"), 4, -1, false);
+  GptqExportOptions g;
+  g.v1 = true;
+  const std::string out = tmp.file("v1");
+  const Model want = quantize_to_gptq(tmp.file("src"), out, o, 2'000'000'000, g);
+  const json q = read_json(out + "/config.json")["quantization_config"];
+  EXPECT_EQ(q["checkpoint_format"], "gptq");
+  EXPECT_EQ(q["sym"], false);
+  expect_linears_equal(load_model(out), want, {});  // v1 reads back the same weights
+  // A zero point of 0 (a group with nothing below zero) cannot be stored as v1.
+  Grid grid = make_grid_layout(8, 32, -1, 15);
+  grid.scale.assign(8, 0.1f);
+  grid.zero.assign(8, 3);
+  grid.zero[5] = 0;
+  for (size_t k = 0; k < 8; ++k) grid.bias[k] = -0.1f * static_cast<float>(grid.zero[k]);
+  EXPECT_THAT(error_of([&] {
+                pack_gptq_linear(grid, std::vector<uint8_t>(256, 1), 4, GptqCheckpointFormat::V1);
+              }),
+              HasSubstr("drop --gptq-v1"));
 }
 
 TEST(GptqCheckpoint, CliQuantizesToGptqAndEvaluatesIt) {

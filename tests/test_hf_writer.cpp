@@ -54,6 +54,7 @@ TEST(SafetensorsStream, DataFollowsDeclarationOrderAndReadsBackByName) {
   EXPECT_EQ(f.read_floats("z"), iota_floats(6, 1.0f));
   EXPECT_EQ(f.read_floats("a"), iota_floats(4, -2.0f));
   EXPECT_EQ(f.read_i32("i"), ints);
+  EXPECT_EQ(f.metadata().at("format"), "pt");  // transformers < 4.48.2 refuses files without
   EXPECT_TRUE(test::temporaries_in(tmp.path()).empty());
 }
 
@@ -72,6 +73,8 @@ TEST(SafetensorsStream, ShardsInDeclarationOrderWithAnIndex) {
   EXPECT_EQ(dir.shard_of("c"), files[0]);
   EXPECT_EQ(dir.shard_of("b"), files[0]);
   EXPECT_EQ(dir.shard_of("a"), files[1]);
+  for (const auto& file : files)
+    EXPECT_EQ(SafetensorsFile(tmp.file(file)).metadata().at("format"), "pt") << file;
   for (size_t i = 0; i < decls.size(); ++i)
     EXPECT_EQ(dir.read_floats(decls[i].name), iota_floats(8, static_cast<float>(10 * i)));
 }

@@ -92,9 +92,10 @@ TEST(Safetensors, WriterMatchesTheFormatByteForByte) {
   w.write(path);
   const std::string bytes = test::read_file(path);
 
-  // Names sorted, data in name order, header padded with spaces to a multiple of 8.
+  // Names sorted, data in name order, header padded with spaces to a multiple of 8; the
+  // metadata always says "format": "pt" (transformers < 4.48.2 needs it).
   std::string header =
-      R"({"__metadata__":{"k":"v"},"a":{"data_offsets":[0,4],"dtype":"I32","shape":[1]},)"
+      R"({"__metadata__":{"format":"pt","k":"v"},"a":{"data_offsets":[0,4],"dtype":"I32","shape":[1]},)"
       R"("z":{"data_offsets":[4,12],"dtype":"F32","shape":[2]}})";
   header.append((8 - header.size() % 8) % 8, ' ');
   const int32_t v42 = 42;

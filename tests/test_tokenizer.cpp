@@ -748,6 +748,38 @@ TEST(HfSentencePieceTokenizer, Tok512AsJsonEncodesLikeTheBin) {
   EXPECT_THAT(hf->encode("a</s>", false), ElementsAre(hf->encode("a", false)[0], 2));
 }
 
+// hf_tokenizer_json: the llama2.c vocabularies written as an HF tokenizer.json (what a GPTQ
+// checkpoint of a llama2.c model carries) read back by the HF reader encode as the .bin does.
+TEST(HfSentencePieceTokenizer, ExportedTokenizerJsonOfLlama2cVocabsEncodesLikeTheBin) {
+  for (const std::string& path : {tok512_path(), tok105_bin_path()}) {
+    SCOPED_TRACE(path);
+    const auto bin = load_tokenizer(path);
+    const fs::path dir = temp_dir("exported_" + fs::path(path).stem().string());
+    const TokenizerVocab v = bin->vocab();
+    std::ofstream(dir / "tokenizer.json") << hf_tokenizer_json(v);
+    std::ofstream(dir / "tokenizer_config.json") << hf_tokenizer_config_json(v);
+    const auto hf = load_tokenizer(dir.string());
+    EXPECT_EQ(hf->kind(), "hf-bpe-sentencepiece");
+    EXPECT_EQ(hf->vocab_size(), bin->vocab_size());
+    EXPECT_EQ(hf->bos_id, bin->bos_id);
+    EXPECT_EQ(hf->eos_id, bin->eos_id);
+    const json cfg = json::parse(read_file((dir / "tokenizer_config.json").string()));
+    EXPECT_EQ(cfg["bos_token"], "<s>");
+    EXPECT_EQ(cfg["add_bos_token"], true);
+    std::vector<std::string> texts = {
+        "",          " ",           "  two  spaces",
+        "a\nb\n\nc", "123 4567 89", "caf\xc3\xa9 \xe2\x82\xac5 \xf0\x9f\x98\x80!",
+        "\t tab"};
+    for (const char* name : {"frankenstein.txt", "wikitext2-test.txt", "tinyshakespeare.txt"})
+      texts.push_back(data_text(name).substr(0, 100000));
+    for (const std::string& text : texts) {
+      const auto ids = bin->encode(text, true);
+      EXPECT_TRUE(same(hf->encode(text, true), ids)) << text.substr(0, 40);
+      EXPECT_TRUE(same(hf->decode(ids), bin->decode(ids))) << text.substr(0, 40);
+    }
+  }
+}
+
 TEST(HfSentencePieceTokenizer, MetaspacePreTokenizerSplitsWords) {
   json j = tok512_as_sentencepiece_json();
   j["normalizer"] = nullptr;

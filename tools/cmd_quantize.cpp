@@ -71,7 +71,7 @@ void register_quantize(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--type", flags->job.gguf.type,
                   "GGUF: ggml type of the linears (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, "
-                  "Q2_K..Q6_K) or llama.cpp mix (Q3_K_S/M/L, Q4_K_S/M, Q5_K_S/M)")
+                  "Q2_K..Q6_K, IQ4_NL, IQ4_XS) or llama.cpp mix (Q3_K_S/M/L, Q4_K_S/M, Q5_K_S/M)")
       ->capture_default_str();
   cmd->add_option("--override", flags->job.gguf.overrides,
                   "GGUF: PATTERN=TYPE for tensors whose name matches the regex PATTERN "
@@ -87,6 +87,14 @@ void register_quantize(CLI::App& app) {
                   "unit the windows are shared out in (at most 16 shares)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  cmd->add_option("--gptq-dtype", flags->job.gptq.dtype,
+                  "GPTQ: dtype of the float tensors and torch_dtype (float16, bfloat16, auto: "
+                  "bfloat16 for a BF16 source, else float16)")
+      ->check(CLI::IsMember({"auto", "float16", "bfloat16"}))
+      ->capture_default_str();
+  cmd->add_flag("--gptq-v1", flags->job.gptq.v1,
+                "GPTQ: write asymmetric grids as v1 'gptq' (AutoGPTQ, older vLLM) instead of "
+                "gptq_v2; needs every zero point >= 1");
   cmd->add_flag("--quiet", flags->quiet, "No per-layer progress lines");
   add_solver_flags(cmd, flags->solver);
   cmd->callback([flags] {

@@ -22,6 +22,8 @@ enum class GgmlType : uint32_t {
   Q4_K = 12,
   Q5_K = 13,
   Q6_K = 14,
+  IQ4_NL = 20,
+  IQ4_XS = 23,
   BF16 = 30,
 };
 
@@ -32,6 +34,9 @@ struct GgmlTypeTraits {
   int type_size;     // bytes per block
   int group_size;    // weights per sub-block sharing one (scale, bias); 0 for float types
   int maxq;          // codes 0..maxq on the grid; 0 for float types
+  // Codes index a non-uniform table of levels (IQ4_NL / IQ4_XS: kvalues_iq4nl) instead of
+  // being integer steps.
+  bool codebook = false;
   bool quantized() const { return group_size > 0; }
 };
 

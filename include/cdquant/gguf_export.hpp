@@ -21,8 +21,9 @@
 namespace cdq {
 
 struct GgufExportOptions {
-  // A ggml type name (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K .. Q6_K): every linear
-  // in that type; or a llama.cpp mix (Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M)
+  // A ggml type name (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K .. Q6_K, IQ4_NL,
+  // IQ4_XS): every linear in that type (IQ4: but for llama.cpp's raises of those ftypes,
+  // gguf_plan.cpp); or a llama.cpp mix (Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M)
   // that raises some attn_v / attn_output / ffn_down tensors as llama-quantize does.
   std::string type = "Q4_K_M";
   // "REGEX=TYPE": tensors whose GGUF name (blk.3.ffn_down.weight, output.weight,

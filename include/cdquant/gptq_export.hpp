@@ -11,11 +11,23 @@
 
 namespace cdq {
 
+struct GptqExportOptions {
+  // dtype of everything but the packed tensors (norms, embeddings, classifier, biases, linears
+  // kept float) and config.json's torch_dtype: "float16", "bfloat16", or "auto" (bfloat16 when
+  // the source's linears are BF16, else float16). GPTQ scales are float16 in every case.
+  std::string dtype = "auto";
+  // Asymmetric grids in the v1 'gptq' format (qzeros store zero - 1, which AutoGPTQ and older
+  // vLLM read) instead of gptq_v2: needs every zero point >= 1 (an error names the first that
+  // is not). Symmetric grids are always v1.
+  bool v1 = false;
+};
+
 // GPTQ output of any source (HF, llama2.c, GGUF): streamed block by block into out_dir.
 // options.solver.grid must have fp16_scales set for an exact round trip (run_quantize_job does).
 std::unique_ptr<ModelWriter> make_gptq_writer(ModelReader& source, const std::string& source_path,
                                               const std::string& out_dir,
                                               const QuantizeOptions& options,
-                                              uint64_t max_shard_bytes = 2'000'000'000);
+                                              uint64_t max_shard_bytes = 2'000'000'000,
+                                              const GptqExportOptions& gptq = {});
 
 }  // namespace cdq

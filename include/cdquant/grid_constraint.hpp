@@ -23,8 +23,9 @@
 //   levels[q] + bias, levels shared by the matrix, not evenly spaced: HIGGS's Lloyd-Max levels
 //   in its rotated basis, IQ4_NL's table) and every solver that supports it (MethodInfo::grids,
 //   method.hpp) picks codes on it: RTN the nearest level, GPTQ the nearest level of each column
-//   in turn, the CD family moves codes along the sorted levels. Codes only: scales, biases and
-//   levels never move (no scale refit on codebook grids yet).
+//   in turn, the CD family moves codes along the sorted levels. Biases and levels never move;
+//   with `sub_scale` (ggml's IQ4_NL / IQ4_XS) the scales are d * sub_scale as for GgmlBlock and
+//   the CD family refits every d and sub-scale; without, codes only (HIGGS).
 #pragma once
 
 #include <cdquant/grid.hpp>
@@ -36,7 +37,7 @@ namespace cdq {
 enum class GridKind {
   Free,       // the solver fits a uniform integer grid from SolverOptions::grid
   GgmlBlock,  // a grid fixed by the format, with optionally free block multipliers d
-  Codebook,   // a fixed non-uniform codebook grid (Grid::levels), codes only
+  Codebook,   // a non-uniform codebook grid (Grid::levels), optionally free multipliers d
 };
 
 struct GridConstraint {
@@ -69,7 +70,7 @@ struct GridConstraint {
   // The grid every solver must use, or null when the solver fits its own (Free).
   const Grid* fixed_grid() const { return kind != GridKind::Free ? &grid : nullptr; }
   // Whether the CD family may refit the block multipliers d (a fixed grid with sub-scales).
-  bool free_multipliers() const { return kind == GridKind::GgmlBlock && !sub_scale.empty(); }
+  bool free_multipliers() const { return kind != GridKind::Free && !sub_scale.empty(); }
 };
 
 }  // namespace cdq

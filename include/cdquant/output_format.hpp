@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cdquant/gguf_export.hpp>
+#include <cdquant/gptq_export.hpp>
 #include <cdquant/grid_constraint.hpp>
 #include <cdquant/method.hpp>
 #include <cdquant/model.hpp>
@@ -26,6 +27,7 @@ struct OutputRequest {
   std::string out_path;
   const QuantizeOptions& quant;   // as the format constrained it
   const GgufExportOptions& gguf;  // types and overrides; source and tokenizer paths filled in
+  const GptqExportOptions& gptq;
 };
 
 using WriterFactory = std::unique_ptr<ModelWriter> (*)(const OutputRequest& request);

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cdquant/gguf_export.hpp>
+#include <cdquant/gptq_export.hpp>
 #include <cdquant/model_tokenizer.hpp>
 #include <cdquant/quantize.hpp>
 #include <cdquant/self_calibration.hpp>
@@ -28,6 +29,7 @@ struct QuantizeJob {
   uint64_t seed = 0;
   QuantizeOptions quant;
   GgufExportOptions gguf;  // out_format "gguf": types, overrides (source/tokenizer filled in)
+  GptqExportOptions gptq;  // out_format "gptq": side-tensor dtype, v1 for asymmetric grids
   std::function<void(const std::string&)> on_note;  // format notes (GGUF type fallbacks)
   std::function<void(const SelfCalibrationProgress&)> on_self_calibration;  // progress
 };

@@ -79,4 +79,11 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path);
 // Rebuilds a tokenizer from GGUF-style metadata (model "llama" or "gpt2").
 std::unique_ptr<Tokenizer> tokenizer_from_vocab(const TokenizerVocab& vocab);
 
+// A SentencePiece-style vocabulary (model "llama": llama2.c, GGUF) as a Hugging Face
+// tokenizer.json (Llama 2's layout: BPE with byte fallback, merges ranked by the merged piece's
+// score, as transformers converts SentencePiece models) and its tokenizer_config.json, so that
+// HF clients can load a checkpoint written from such a source.
+std::string hf_tokenizer_json(const TokenizerVocab& vocab);
+std::string hf_tokenizer_config_json(const TokenizerVocab& vocab);
+
 }  // namespace cdq

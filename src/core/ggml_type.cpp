@@ -8,8 +8,8 @@
 namespace cdq {
 namespace {
 
-// {type, name, block_size, type_size, group_size, maxq}; sizes as ggml-common.h.
-constexpr std::array<GgmlTypeTraits, 13> kTypes = {{
+// {type, name, block_size, type_size, group_size, maxq, codebook}; sizes as ggml-common.h.
+constexpr std::array<GgmlTypeTraits, 15> kTypes = {{
     {GgmlType::F32, "F32", 1, 4, 0, 0},
     {GgmlType::F16, "F16", 1, 2, 0, 0},
     {GgmlType::Q4_0, "Q4_0", 32, 18, 32, 15},
@@ -22,6 +22,8 @@ constexpr std::array<GgmlTypeTraits, 13> kTypes = {{
     {GgmlType::Q4_K, "Q4_K", 256, 144, 32, 15},
     {GgmlType::Q5_K, "Q5_K", 256, 176, 32, 31},
     {GgmlType::Q6_K, "Q6_K", 256, 210, 16, 63},
+    {GgmlType::IQ4_NL, "IQ4_NL", 32, 18, 32, 15, true},
+    {GgmlType::IQ4_XS, "IQ4_XS", 256, 136, 32, 15, true},
     {GgmlType::BF16, "BF16", 1, 2, 0, 0},
 }};
 

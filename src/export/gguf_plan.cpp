@@ -10,10 +10,11 @@
 //  - output.weight (and token_embd when tied, since it is then the classifier): Q6_K, or Q8_0
 //    for a Q8_0 base or when the row is not a multiple of the base type's block; token_embd
 //    untied: the base type. Float bases (F32/F16/BF16) keep every tensor in that type.
-//  - rows that do not fill the type's blocks fall back as llama.cpp does: Q4_K -> Q5_0,
-//    Q5_K -> Q5_1, Q6_K -> Q8_0, Q2_K / Q3_K -> Q4_0 (llama.cpp uses IQ4_NL, which cdquant does
-//    not write), then F16 when not even a multiple of 32 (llama.cpp refuses that case for the
-//    32-weight types; cdquant writes F16 too).
+//  - IQ4_NL / IQ4_XS (llama.cpp's ftypes of those names): attn_v in Q5_K when n_head / n_kv_head
+//    >= 4, ffn_down of layers below n/8 in Q5_K when there is no imatrix (--no-importance).
+//  - rows that do not fill the type's blocks fall back as llama.cpp does (tensor_type_fallback):
+//    Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, Q2_K / Q3_K -> Q4_0, IQ4_XS -> IQ4_NL, then F16
+//    when not even a multiple of 32.
 // Not modelled: llama.cpp's special cases for 70B (attn_v) and mixture-of-experts models, and
 // its Q2_K / IQ mixes (--type Q2_K is plain Q2_K).
 #include <cdquant/gguf_export.hpp>
@@ -73,6 +74,10 @@ uint32_t plain_file_type(GgmlType t) {
       return 16;  // Q5_K_S: plain Q5_K
     case GgmlType::Q6_K:
       return 18;
+    case GgmlType::IQ4_NL:
+      return 25;
+    case GgmlType::IQ4_XS:
+      return 30;
     case GgmlType::BF16:
       return 32;
   }
@@ -95,7 +100,8 @@ Spec parse_spec(std::string_view name) {
   } catch (const Error&) {
     fail(
         "unknown GGUF type '{}' (types: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, "
-        "Q3_K, Q4_K, Q5_K, Q6_K; mixes: Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M)",
+        "Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS; mixes: Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, "
+        "Q5_K_S, Q5_K_M)",
         name);
   }
 }
@@ -104,9 +110,18 @@ bool use_more_bits(int i, int n) {
   return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2;
 }
 
+// llama.cpp's IQ4_NL / IQ4_XS ftypes raise attn_v for wide GQA and, without an imatrix, the
+// first eighth of ffn_down (llama_tensor_get_type_impl).
+GgmlType iq4_type(const Spec& s, int i, int n, Linear l, int n_gqa, bool importance) {
+  if (l == Linear::V && n_gqa >= 4) return GgmlType::Q5_K;
+  if (l == Linear::Down && i < n / 8 && !importance) return GgmlType::Q5_K;
+  return s.base;
+}
+
 // The mix's type of one linear before fallbacks.
-GgmlType mix_type(const Spec& s, int i, int n, Linear l) {
+GgmlType mix_type(const Spec& s, int i, int n, Linear l, int n_gqa, bool importance) {
   const GgmlType base = s.base;
+  if (ggml_traits(base).codebook) return iq4_type(s, i, n, l, n_gqa, importance);
   switch (l) {
     case Linear::V:
       if (s.mix == Mix::Q3KM) return i < 2 ? GgmlType::Q5_K : GgmlType::Q4_K;
@@ -179,6 +194,9 @@ GgmlType finalize(GgmlType t, const std::string& name, int64_t cols,
     case GgmlType::Q6_K:
       f = GgmlType::Q8_0;
       break;
+    case GgmlType::IQ4_XS:
+      f = GgmlType::IQ4_NL;
+      break;
     default:
       break;
   }
@@ -196,6 +214,7 @@ GgufPlan::GgufPlan(const ModelConfig& config, const GgufExportOptions& options) 
   file_type_ = spec.file_type;
   const bool quantized = ggml_traits(spec.base).quantized();
   const int n = config.n_layers;
+  const int n_gqa = config.n_kv_heads > 0 ? config.n_heads / config.n_kv_heads : 1;
   linears_.resize(static_cast<size_t>(n) * 7);
   linear_notes_.resize(linears_.size());
   const auto record = [&](const std::string& note) {
@@ -204,7 +223,7 @@ GgufPlan::GgufPlan(const ModelConfig& config, const GgufExportOptions& options) 
   for (int i = 0; i < n; ++i) {
     for (Linear l : kAllLinears) {
       const size_t k = static_cast<size_t>(i) * 7 + static_cast<size_t>(l);
-      const GgmlType t = quantized ? mix_type(spec, i, n, l) : spec.base;
+      const GgmlType t = quantized ? mix_type(spec, i, n, l, n_gqa, options.importance) : spec.base;
       const int64_t cols = (l == Linear::O)      ? config.q_dim()
                            : (l == Linear::Down) ? config.hidden_dim
                                                  : config.dim;

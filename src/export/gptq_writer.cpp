@@ -71,6 +71,29 @@ fs::path dir_of(const std::string& path) {
   return fs::is_directory(path) ? fs::path(path) : fs::path(path).parent_path();
 }
 
+// The dtype of the float tensors (GptqExportOptions::dtype).
+DType float_dtype(ModelReader& source, const std::string& source_path, const std::string& name) {
+  if (name == "float16") return DType::F16;
+  if (name == "bfloat16") return DType::BF16;
+  CDQ_CHECK(name == "auto", "GPTQ dtype '{}': expected float16, bfloat16 or auto", name);
+  if (source.format() != "hf") return DType::F16;
+  const SafetensorsDir st(source_path);
+  const std::string w = hf_linear_prefix(0, Linear::Q) + ".weight";
+  return st.contains(w) && st.info(w).dtype == DType::BF16 ? DType::BF16 : DType::F16;
+}
+
+float round_to(float v, DType t) {
+  return t == DType::F16 ? fp16_to_float(float_to_fp16(v)) : bf16_to_float(float_to_bf16(v));
+}
+
+// value(r, c, 0) = W[r, c] in the stored float dtype: a linear kept float is solved on it
+// (nothing to choose), so the next layers are calibrated on exactly what the file holds.
+Grid kept_float_grid(const Matrix& w, DType t) {
+  Grid g = make_grid_layout(w.rows, w.cols, 1, 0);
+  for (size_t i = 0; i < g.bias.size(); ++i) g.bias[i] = round_to(w.data[i], t);
+  return g;
+}
+
 }  // namespace
 
 GptqCheckpointConfig gptq_config_for(const QuantizeOptions& options) {
@@ -93,13 +116,16 @@ namespace {
 class GptqWriter final : public ModelWriter {
  public:
   GptqWriter(ModelReader& source, const std::string& source_path, std::string out_dir,
-             const QuantizeOptions& options, uint64_t max_shard_bytes)
+             const QuantizeOptions& options, uint64_t max_shard_bytes,
+             const GptqExportOptions& gptq)
       : source_(source),
         source_path_(source_path),
         out_dir_(std::move(out_dir)),
         config_(gptq_config_for(options)),
         dir_(out_dir_),
-        side_(source, source_path, true) {
+        dtype_(float_dtype(source, source_path, gptq.dtype)),
+        side_(source, source_path, dtype_) {
+    if (gptq.v1) config_.format = GptqCheckpointFormat::V1;
     const ModelConfig& c = source.config();
     CDQ_CHECK(config_.bits == 2 || config_.bits == 3 || config_.bits == 4 || config_.bits == 8,
               "GPTQ checkpoints hold 2, 3, 4 or 8 bits, not {}", config_.bits);
@@ -112,8 +138,17 @@ class GptqWriter final : public ModelWriter {
         all = all && gptq_stores_packed(s.out, s.in, config_.bits, config_.group_size);
       }
       for (Linear l : group) packed_[static_cast<int>(l)] = all;
-      if (!all)
-        for (Linear l : group) config_.float_linears.push_back(l);
+      if (all) continue;
+      for (Linear l : group) {
+        config_.float_linears.push_back(l);
+        const LinearShape sh = linear_shape(c, l);
+        notes_.push_back(fmt::format(
+            "{}: [{}, {}] cannot be packed at {} bits{} (with its fused group): kept {} "
+            "(its float weights, not quantized; the following layers are calibrated on them)",
+            hf_linear_prefix(0, l).substr(15), sh.out, sh.in, config_.bits,
+            config_.group_size > 0 ? fmt::format(" in groups of {}", config_.group_size) : "",
+            dtype_name(dtype_)));
+      }
     }
     check_packs_something(c);
     std::vector<SafetensorsStreamWriter::Decl> decls;
@@ -123,7 +158,7 @@ class GptqWriter final : public ModelWriter {
         const LinearShape s = linear_shape(c, l);
         const std::string p = hf_linear_prefix(i, l);
         if (!packed_[static_cast<int>(l)]) {
-          decls.push_back({p + ".weight", DType::F16, {s.out, s.in}});
+          decls.push_back({p + ".weight", dtype_, {s.out, s.in}});
           continue;
         }
         const int64_t groups =
@@ -140,16 +175,15 @@ class GptqWriter final : public ModelWriter {
                                                      max_shard_bytes);
   }
 
-  std::vector<std::string> notes() const override {
-    if (config_.float_linears.empty()) return {};
-    std::vector<std::string> names;
-    for (Linear l : config_.float_linears) names.emplace_back(linear_name(l));
-    return {fmt::format(
-        "GPTQ: {} are stored as F16 (not packed): {}-bit codes with group size {} do not fit "
-        "their shapes (GPTQ kernels need in_features and out_features * bits / 32 whole and "
-        "group_size dividing in_features; q/k/v and gate/up are packed together or not at all)",
-        fmt::join(names, ", "), config_.bits, std::max(config_.group_size, 0))};
+  // Linears the format cannot pack are "solved" on their float weights (kept_float_grid); the
+  // others on the solver's own grid.
+  GridChooser grid_chooser() override {
+    return [this](int, Linear l, const Matrix& w, const Matrix&) -> std::optional<GridConstraint> {
+      if (packed_[static_cast<int>(l)]) return std::nullopt;
+      return GridConstraint::kept(kept_float_grid(w, dtype_));
+    };
   }
+  std::vector<std::string> notes() const override { return notes_; }
 
   void write_block(int layer, const BlockWeights& block,
                    const std::vector<LinearResult>& linears) override {
@@ -190,10 +224,10 @@ class GptqWriter final : public ModelWriter {
     side_.write_globals(*out_);
     out_->finish();
     json config = side_.is_hf() ? read_json_file((dir_of(source_path_) / "config.json").string())
-                                : hf_config_for(source_.config(), "float16");
+                                : hf_config_for(source_.config(), torch_dtype());
     const json q = gptq_quantization_config(config_);
     config["quantization_config"] = q;
-    config["torch_dtype"] = "float16";
+    config["torch_dtype"] = torch_dtype();  // the dtype of every float tensor in the files
     const fs::path build(dir_.build_path());
     write_json_file((build / "config.json").string(), config);
     write_json_file((build / "quantize_config.json").string(), q);
@@ -242,12 +276,16 @@ class GptqWriter final : public ModelWriter {
     });
   }
 
+  const char* torch_dtype() const { return dtype_ == DType::BF16 ? "bfloat16" : "float16"; }
+
   ModelReader& source_;
   std::string source_path_;
   std::string out_dir_;
   GptqCheckpointConfig config_;
   OutputDir dir_;  // built in a temporary folder, renamed to out_dir_ by finish()
+  DType dtype_;
   HfSideTensors side_;
+  std::vector<std::string> notes_;
   bool packed_[7] = {};
   std::unique_ptr<SafetensorsStreamWriter> out_;
   int next_layer_ = 0;
@@ -258,9 +296,10 @@ class GptqWriter final : public ModelWriter {
 std::unique_ptr<ModelWriter> make_gptq_writer(ModelReader& source, const std::string& source_path,
                                               const std::string& out_dir,
                                               const QuantizeOptions& options,
-                                              uint64_t max_shard_bytes) {
+                                              uint64_t max_shard_bytes,
+                                              const GptqExportOptions& gptq) {
   check_output_path(out_dir, OutputKind::Folder, {{"the source", source_path}});
-  return std::make_unique<GptqWriter>(source, source_path, out_dir, options, max_shard_bytes);
+  return std::make_unique<GptqWriter>(source, source_path, out_dir, options, max_shard_bytes, gptq);
 }
 
 }  // namespace cdq

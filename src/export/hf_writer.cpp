@@ -8,8 +8,10 @@
 #include "export/hf_writer.hpp"
 
 #include <cdquant/error.hpp>
+#include <cdquant/model_tokenizer.hpp>
 #include <cdquant/output_file.hpp>
 #include <cdquant/text_file.hpp>
+#include <cdquant/tokenizer.hpp>
 #include <charconv>
 #include <filesystem>
 #include <map>
@@ -40,6 +42,12 @@ bool is_gptq_tensor(const std::string& name) {
       return true;
   }
   return false;
+}
+
+void write_text_file(const fs::path& path, const std::string& text) {
+  OutputFile out(path.string());
+  out.write(text);
+  out.commit();
 }
 
 fs::path source_dir(const std::string& source_path) {
@@ -87,19 +95,31 @@ void copy_hf_side_files(const std::string& source_path, const std::string& out_d
   }
   // llama2.c / GGUF: keep the tokenizer beside the model usable by cdquant (find_tokenizer_for).
   const std::string tok = find_tokenizer_for(source_path);
-  if (tok.empty()) return;
-  const std::string ext = fs::path(tok).extension().string();
+  const std::string ext = tok.empty() ? "" : fs::path(tok).extension().string();
   if (ext == ".bin" || ext == ".model")
     copy_to_output(tok, (fs::path(out_dir) / ("tokenizer" + ext)).string());
+  // ... and one HF clients load: a SentencePiece-style vocabulary (llama2.c's tokenizer.bin, a
+  // GGUF "llama" vocabulary) as tokenizer.json. A .model file is what HF's slow Llama tokenizer
+  // reads itself; a GGUF "gpt2" vocabulary is not converted (yet).
+  std::unique_ptr<Tokenizer> t;
+  if (ext == ".bin")
+    t = load_tokenizer(tok);
+  else if (fs::path(source_path).extension() == ".gguf")
+    t = load_model_tokenizer(source_path);
+  if (!t || t->vocab().model != "llama") return;
+  const TokenizerVocab v = t->vocab();
+  write_text_file(fs::path(out_dir) / "tokenizer.json", hf_tokenizer_json(v));
+  write_text_file(fs::path(out_dir) / "tokenizer_config.json", hf_tokenizer_config_json(v));
 }
 
 // ---- HfSideTensors ------------------------------------------------------------------------------
 
-HfSideTensors::HfSideTensors(ModelReader& source, const std::string& source_path, bool f32_to_f16)
-    : source_(source), f32_to_f16_(f32_to_f16) {
+HfSideTensors::HfSideTensors(ModelReader& source, const std::string& source_path,
+                             std::optional<DType> float_store)
+    : source_(source), float_store_(float_store) {
   const ModelConfig& c = source.config();
   layers_.resize(static_cast<size_t>(c.n_layers));
-  const DType store = f32_to_f16 ? DType::F16 : DType::F32;
+  const DType store = float_store.value_or(DType::F32);
   if (source.format() != "hf") {  // the Llama tensors, made from the reader
     for (auto& l : layers_) {
       l.push_back({"input_layernorm.weight", store, {c.dim}});
@@ -129,7 +149,7 @@ HfSideTensors::HfSideTensors(ModelReader& source, const std::string& source_path
               source_path, name);
     if (linear_weights.contains(name)) continue;
     const TensorInfo& info = st_->info(name);
-    const DType dtype = f32_to_f16 && info.dtype == DType::F32 ? DType::F16 : info.dtype;
+    const DType dtype = float_store && is_float_dtype(info.dtype) ? *float_store : info.dtype;
     const int layer = layer_of(name);
     Decl d{name, dtype, info.shape};
     if (layer >= 0 && layer < c.n_layers)
@@ -153,7 +173,7 @@ DType HfSideTensors::linear_dtype(int layer, Linear l) const {
 
 void HfSideTensors::write_one(SafetensorsStreamWriter& out, const Decl& d) const {
   if (d.dtype == st_->info(d.name).dtype) return out.write_bytes(d.name, st_->bytes(d.name));
-  out.write_floats(d.name, st_->read_floats(d.name));  // F32 -> F16
+  out.write_floats(d.name, st_->read_floats(d.name));  // to float_store
 }
 
 void HfSideTensors::write_layer(SafetensorsStreamWriter& out, int l,
@@ -201,7 +221,7 @@ class HfFloatWriter final : public ModelWriter {
         source_path_(source_path),
         out_dir_(std::move(out_dir)),
         dir_(out_dir_),
-        side_(source, source_path, false) {
+        side_(source, source_path, std::nullopt) {
     const ModelConfig& c = source.config();
     std::vector<SafetensorsStreamWriter::Decl> decls;
     for (int i = 0; i < c.n_layers; ++i) {

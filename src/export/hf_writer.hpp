@@ -12,6 +12,7 @@
 #include <cdquant/safetensors.hpp>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -40,17 +41,22 @@ nlohmann::json hf_config_for(const ModelConfig& c, const std::string& torch_dtyp
 
 // Copies tokenizer.json, tokenizer_config.json, tokenizer.model, special_tokens_map.json,
 // added_tokens.json and generation_config.json from src_dir when present. For a non-HF source
-// (src_dir is a file) the tokenizer stored beside it is copied as tokenizer.bin / .model.
+// (src_dir is a file) the tokenizer stored beside it is copied as tokenizer.bin / .model, and a
+// SentencePiece-style vocabulary (llama2.c .bin, GGUF "llama") is also written as
+// tokenizer.json + tokenizer_config.json (hf_tokenizer_json).
 void copy_hf_side_files(const std::string& source_path, const std::string& out_dir);
 
 // The tensors of an HF output other than the seven linears of each block. For an HF source:
 // every tensor of its safetensors except those linears (extra tensors included), bytes as
-// stored, or F32 converted to F16 when f32_to_f16. For other sources: the Llama tensors made
+// stored, or converted to float_store. For other sources: the Llama tensors made
 // from the reader (globals) and from each block (norms, biases in the rotate-half layout), F32
 // or F16.
 class HfSideTensors {
  public:
-  HfSideTensors(ModelReader& source, const std::string& source_path, bool f32_to_f16);
+  // float_store: the dtype every float tensor is stored in (GPTQ outputs); nullopt: an HF
+  // source's own dtypes, F32 for other sources (float outputs).
+  HfSideTensors(ModelReader& source, const std::string& source_path,
+                std::optional<DType> float_store);
   ~HfSideTensors();
 
   using Decl = SafetensorsStreamWriter::Decl;
@@ -67,7 +73,7 @@ class HfSideTensors {
   void write_one(SafetensorsStreamWriter& out, const Decl& d) const;
 
   ModelReader& source_;
-  bool f32_to_f16_;
+  std::optional<DType> float_store_;
   std::unique_ptr<SafetensorsDir> st_;  // HF sources only
   std::vector<std::vector<Decl>> layers_;
   std::vector<Decl> globals_;

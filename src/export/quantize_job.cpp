@@ -118,12 +118,16 @@ QuantizeSummary run_quantize_job(const QuantizeJob& job) {
   QuantizeOptions quant = job.quant;
   format.constrain(quant.solver);
   // The writer comes before calibration: what the format cannot store fails at once, and the
-  // output (under its temporary name) exists from the start. Under MPI only rank 0 writes (and
-  // chooses the format's grids, which the writer keeps).
+  // output (under its temporary name) exists from the start. Under MPI only rank 0 writes.
   const bool writes = quant.comm == nullptr || quant.comm->rank() == 0;
   const auto writer =
-      writes ? format.make_writer({*reader, job.model_path, job.out_path, quant, gguf}) : nullptr;
-  if (writer && format.grid == GridKind::GgmlBlock) quant.choose_grid = writer->grid_chooser();
+      writes ? format.make_writer({*reader, job.model_path, job.out_path, quant, gguf, job.gptq})
+             : nullptr;
+  // Formats that store codes fix the grids they hold (GGUF block grids) or keep float what they
+  // cannot hold (GPTQ's unpackable linears); a float output (even an F32 GGUF) stores whatever
+  // the solver chose.
+  if (writer && (format.grid == GridKind::GgmlBlock || format.stores_codes))
+    quant.choose_grid = writer->grid_chooser();
   if (writer && job.on_note)
     for (const std::string& note : writer->notes()) job.on_note(note);
   const auto windows = calibration_windows(job, *reader, seqlen);

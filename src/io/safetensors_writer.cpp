@@ -103,6 +103,17 @@ void ByteSink::write_floats(std::span<const float> values, DType dtype) {
   }
 }
 
+namespace {
+
+// Every file says {"format": "pt"} unless the caller set a format: transformers before 4.48.2
+// refuses safetensors files without it, and torch is what HF clients load these with.
+Metadata with_format(Metadata m) {
+  m.try_emplace("format", "pt");
+  return m;
+}
+
+}  // namespace
+
 void SafetensorsWriter::add(std::string name, DType dtype, std::vector<int64_t> shape,
                             TensorProducer producer) {
   CDQ_CHECK(!name.empty(), "tensor names must not be empty");
@@ -165,7 +176,7 @@ void SafetensorsWriter::write_file(const std::string& path,
                                    const std::vector<std::string>& names) const {
   // Header: data laid out in the order of `names` (sorted, as the JSON object's keys).
   json header = json::object();
-  if (!metadata_.empty()) header["__metadata__"] = metadata_;
+  header["__metadata__"] = with_format(metadata_);
   uint64_t offset = 0;
   for (const auto& name : names) {
     const Entry& e = entries_.at(name);
@@ -238,7 +249,7 @@ std::string stream_header(const std::vector<SafetensorsStreamWriter::Decl>& decl
                           const std::vector<uint64_t>& nbytes, const std::vector<size_t>& members,
                           const Metadata& metadata) {
   json header = json::object();
-  if (!metadata.empty()) header["__metadata__"] = metadata;
+  header["__metadata__"] = with_format(metadata);
   uint64_t offset = 0;
   for (size_t i : members) {
     header[decls[i].name] = {{"dtype", dtype_name(decls[i].dtype)},

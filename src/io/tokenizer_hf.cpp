@@ -195,8 +195,9 @@ std::string HfBpeTokenizer::decode(std::span<const int> ids) const {
     } else if (type == TokenType::Byte) {
       out += static_cast<char>(parse_byte_piece(m_.tokens[id]));
     } else {
-      std::string piece =
-          is_added_[id] ? m_.tokens[id] : replace_all(m_.tokens[id], kSpaceSymbol, " ");
+      // HF's decoder maps "▁" to " " in every token it shows, added ones included (Gemma 3's
+      // added whitespace-run tokens "▁▁", "▁▁▁", ...).
+      std::string piece = replace_all(m_.tokens[id], kSpaceSymbol, " ");
       if (is_first && cfg_.prepend != Prepend::None && piece.starts_with(' ')) piece.erase(0, 1);
       out += piece;
     }

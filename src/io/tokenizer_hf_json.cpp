@@ -68,6 +68,11 @@ void apply_pre_tokenizer(const json& pre, HfBpeConfig& cfg, const std::string& w
       }
     } else if (type == "Split") {
       const json& pat = s.at("pattern");
+      // Gemma 3: Split on the string " " after the normalizer replaced every space by "▁"
+      // (pre-tokenizers see the normalized text): nothing is left to split on.
+      if (pat.contains("String") && pat["String"] == " " && cfg.replace_space && !cfg.byte_level &&
+          !s.value("invert", false))
+        continue;
       CDQ_CHECK(pat.contains("Regex"), "{}: Split pre-tokenizer without a Regex pattern", what);
       const std::string regex = pat["Regex"].get<std::string>();
       const SplitRule rule = split_rule_from_regex(regex);

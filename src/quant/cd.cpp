@@ -219,8 +219,8 @@ CdStats refine_codes(const Matrix& w, const Matrix& h, Grid& grid, std::vector<u
   sh.max_steps = max_steps;
   sh.sweeps = options.sweeps;
   const bool rescale = options.rescale_rounds > 0;
-  CDQ_CHECK(!rescale || !grid.is_codebook(),
-            "the scale refit does not support codebook grids yet (codes only)");
+  CDQ_CHECK(!rescale || !grid.is_codebook() || options.sub_scale != nullptr,
+            "the scale refit of a codebook grid needs its block multipliers (sub-scales)");
   CDQ_CHECK(!rescale || grid.is_integer_grid() || options.sub_scale != nullptr,
             "the scale refit needs a uniform integer grid (not a scale/bias grid such as ggml's "
             "Q4_1 or K-quant blocks)");

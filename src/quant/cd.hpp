@@ -34,9 +34,9 @@ struct CdOptions {
   double tol_rel = 1e-6;
   // Rounds of scale refit: after the descent, every group scale of a row moves to its optimum
   // for the current codes (zero points stay), then the descent resumes; repeated at most this
-  // many times, stopping early when no scale moves. Needs an integer grid (codebook grids are
-  // refused: codes only, for now; their refit would be the same quadratic with
-  // v_j = s levels[c_j]). 0: codes only.
+  // many times, stopping early when no scale moves. Needs an integer grid, or block
+  // multipliers (sub_scale below) on a scale/bias or codebook grid (a codebook's refit is the
+  // same quadratic with v_j = s levels[c_j]). 0: codes only.
   int rescale_rounds = 0;
   bool fp16_scales = false;  // refitted scales are rounded to fp16 (formats that store fp16)
   // A fixed grid whose scales are d * sub_scale (GridConstraint::free_multipliers(): ggml

@@ -65,13 +65,20 @@ void apply_scale(const Shared& sh, Row& r, int grp, float s_new, const int32_t* 
   }
 }
 
-// The part of coordinate j's value that scales with its group's scale: s (c - z) on an integer
-// grid, s c on a scale/bias grid.
+// What coordinate j's value is its group's scale times: c - z on an integer grid, c on a
+// scale/bias grid, levels[c] on a codebook grid (ggml's IQ4 types).
+float scale_unit(const Shared& sh, const Row& r, int64_t j, size_t k) {
+  const Grid& grid = *sh.rescale.grid;
+  if (sh.codebook.levels != nullptr) return sh.codebook.levels[static_cast<int>(r.st.c[j])];
+  if (grid.is_integer_grid()) return r.st.c[j] - static_cast<float>(grid.zero[k]);
+  return r.st.c[j];
+}
+
+// The part of coordinate j's value that scales with its group's scale.
 float scale_part(const Shared& sh, const Row& r, int64_t j) {
   const Grid& grid = *sh.rescale.grid;
   const size_t k = grid.at(r.row, grid.group_of(j));
-  if (grid.is_integer_grid()) return grid.scale[k] * (r.st.c[j] - static_cast<float>(grid.zero[k]));
-  return grid.scale[k] * r.st.c[j];
+  return grid.scale[k] * scale_unit(sh, r, j, k);
 }
 
 bool rescale_single_group(const Shared& sh, Row& r) {
@@ -183,8 +190,8 @@ struct SubStep {
   bool accept = false;
 };
 
-// The value of coordinate j moves by delta * w_j when its group's scale moves by delta:
-// w_j = c_j - z on an integer grid, c_j on a scale/bias grid. The best delta is
+// The value of coordinate j moves by delta * w_j when its group's scale moves by delta
+// (w_j = scale_unit). The best delta is
 // -w^T g / w^T H_GG w; the sub-scale nearest to it (in steps of d, within sub_lo..sub_hi) is
 // taken when it lowers the row objective.
 SubStep sub_step(const Shared& sh, const Row& r, int grp, float d, float* w) {
@@ -192,10 +199,9 @@ SubStep sub_step(const Shared& sh, const Row& r, int grp, float d, float* w) {
   const size_t k = grid.at(r.row, grp);
   const int32_t* cols = sh.rescale.cols + sh.rescale.start[grp];
   const int64_t count = sh.rescale.start[grp + 1] - sh.rescale.start[grp];
-  const float zero = grid.is_integer_grid() ? static_cast<float>(grid.zero[k]) : 0.0f;
   double wg = 0.0;
   for (int64_t m = 0; m < count; ++m) {
-    w[m] = r.st.c[cols[m]] - zero;
+    w[m] = scale_unit(sh, r, cols[m], k);
     wg += static_cast<double>(w[m]) * r.st.g[cols[m]];
   }
   const double whw = quadratic_on(sh, cols, count, w);

@@ -70,6 +70,19 @@ struct BlockQ6_K {
   uint16_t d;
 };
 
+// IQ4_NL / IQ4_XS: 4-bit indices into kIq4Levels (nibbles as Q4_0: weight j of a 32-weight
+// sub-block in the low nibble of qs[j], weight j+16 in the high nibble).
+struct BlockIQ4_NL {
+  uint16_t d;
+  uint8_t qs[kQK / 2];
+};
+struct BlockIQ4_XS {
+  uint16_t d;
+  uint16_t scales_h;            // top 2 bits of the 6-bit scale of sub-block j at bit 2j
+  uint8_t scales_l[kQKK / 64];  // low 4 bits: sub-block j in the nibble j%2 of byte j/2
+  uint8_t qs[kQKK / 2];         // sub-block j's 32 weights in bytes 16j .. 16j+15
+};
+
 static_assert(sizeof(BlockQ4_0) == 18);
 static_assert(sizeof(BlockQ4_1) == 20);
 static_assert(sizeof(BlockQ5_0) == 22);
@@ -80,6 +93,38 @@ static_assert(sizeof(BlockQ3_K) == 110);
 static_assert(sizeof(BlockQ4_K) == 144);
 static_assert(sizeof(BlockQ5_K) == 176);
 static_assert(sizeof(BlockQ6_K) == 210);
+static_assert(sizeof(BlockIQ4_NL) == 18);
+static_assert(sizeof(BlockIQ4_XS) == 136);
+
+// ggml's kvalues_iq4nl: the 16 non-uniform levels of IQ4_NL and IQ4_XS (an int8 table; the
+// decoder multiplies the block scale by the level converted to float).
+constexpr int8_t kIq4Levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                   1,    13,   25,  38,  53,  69,  89,  113};
+
+// ggml's best_index_int8: the index of the level nearest x, of two equally near the upper one
+// (unlike nearest_level, which takes the lower); x beyond the ends clamps.
+inline int best_index_iq4(float x) {
+  if (x <= kIq4Levels[0]) return 0;
+  if (x >= kIq4Levels[15]) return 15;
+  int ml = 0, mu = 15;
+  while (mu - ml > 1) {
+    const int mav = (ml + mu) / 2;
+    if (x < kIq4Levels[mav])
+      mu = mav;
+    else
+      ml = mav;
+  }
+  return x - kIq4Levels[mu - 1] < kIq4Levels[mu] - x ? mu - 1 : mu;
+}
+
+// IQ4_XS: the 6-bit scale (biased by 32) of sub-block j.
+inline int get_scale_iq4xs(int j, uint16_t scales_h, const uint8_t* scales_l) {
+  return ((scales_l[j / 2] >> (4 * (j % 2))) & 0xF) | (((scales_h >> (2 * j)) & 3) << 4);
+}
+inline void set_scale_iq4xs(int j, int biased, uint16_t& scales_h, uint8_t* scales_l) {  // zeroed
+  scales_l[j / 2] = static_cast<uint8_t>(scales_l[j / 2] | ((biased & 0xF) << (4 * (j % 2))));
+  scales_h = static_cast<uint16_t>(scales_h | ((biased >> 4) << (2 * j)));
+}
 
 template <typename Block>
 Block load_block(const uint8_t* p) {

@@ -121,6 +121,28 @@ void decode_q6_k(const uint8_t* p, float* y) {
   }
 }
 
+// 32 weights of one IQ4 sub-block: scale times the level of each nibble.
+void decode_iq4_nibbles(const uint8_t* qs, float d, float* y) {
+  for (int j = 0; j < kQK / 2; ++j) {
+    y[j] = d * static_cast<float>(kIq4Levels[qs[j] & 0xF]);
+    y[j + kQK / 2] = d * static_cast<float>(kIq4Levels[qs[j] >> 4]);
+  }
+}
+
+void decode_iq4_nl(const uint8_t* p, float* y) {
+  const auto b = load_block<BlockIQ4_NL>(p);
+  decode_iq4_nibbles(b.qs, fp16_to_float(b.d), y);
+}
+
+void decode_iq4_xs(const uint8_t* p, float* y) {
+  const auto b = load_block<BlockIQ4_XS>(p);
+  const float d = fp16_to_float(b.d);
+  for (int j = 0; j < kQKK / 32; ++j) {
+    const float dl = d * static_cast<float>(get_scale_iq4xs(j, b.scales_h, b.scales_l) - 32);
+    decode_iq4_nibbles(b.qs + 16 * j, dl, y + 32 * j);
+  }
+}
+
 using BlockDecoder = void (*)(const uint8_t*, float*);
 
 BlockDecoder block_decoder(GgmlType t) {
@@ -145,6 +167,10 @@ BlockDecoder block_decoder(GgmlType t) {
       return decode_q45_k<BlockQ5_K, true>;
     case GgmlType::Q6_K:
       return decode_q6_k;
+    case GgmlType::IQ4_NL:
+      return decode_iq4_nl;
+    case GgmlType::IQ4_XS:
+      return decode_iq4_xs;
     default:
       return nullptr;
   }

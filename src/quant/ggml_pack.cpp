@@ -109,6 +109,19 @@ void pack_block(GgmlType t, const RowIn& in, int64_t b, uint8_t* out) {
       blk.d = in.d[b];
       return store_block(blk, out);
     }
+    case GgmlType::IQ4_NL: {
+      BlockIQ4_NL blk{in.d[b], {}};
+      pack_nibbles(c, blk.qs);
+      return store_block(blk, out);
+    }
+    case GgmlType::IQ4_XS: {
+      BlockIQ4_XS blk{in.d[b], 0, {}, {}};
+      for (int j = 0; j < 8; ++j) {
+        set_scale_iq4xs(j, in.sc[b * 8 + j] + 32, blk.scales_h, blk.scales_l);
+        pack_nibbles(c + 32 * j, blk.qs + 16 * j);
+      }
+      return store_block(blk, out);
+    }
     default:
       CDQ_ASSERT(false);
   }
@@ -192,6 +205,7 @@ SubScaleRange ggml_sub_scale_range(GgmlType t) {
     case GgmlType::Q2_K:
       return {0, 15, 15};
     case GgmlType::Q3_K:
+    case GgmlType::IQ4_XS:
       return {-32, 31, 0};
     case GgmlType::Q4_K:
     case GgmlType::Q5_K:

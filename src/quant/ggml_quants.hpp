@@ -9,6 +9,10 @@
 //
 // Code spaces (grid.maxq): Q4_0/Q4_1/Q4_K 0..15, Q5_0/Q5_1/Q5_K 0..31, Q8_0 0..255 (int8 q =
 // code - 128), Q2_K 0..3, Q3_K 0..7 (value dl*(code-4)), Q6_K 0..63 (value d*sc*(code-32)).
+// IQ4_NL / IQ4_XS are codebook grids (Grid::levels = ggml's kvalues_iq4nl, -127 .. 113):
+// value d * levels[code] (IQ4_NL, one fp16 d per 32 weights) or d * (ls - 32) * levels[code]
+// (IQ4_XS, one fp16 d per 256 weights over eight 6-bit sub-scales, sub_scale = ls - 32 in
+// -32..31); the CD family moves codes along the levels and refits d and the sub-scales.
 #pragma once
 
 #include <cdquant/ggml_type.hpp>
@@ -80,6 +84,11 @@ std::vector<uint8_t> pack_codes(const QuantizedBlocks& blocks, const std::vector
 
 // Decodes rows*cols weights stored row after row in the type (any supported type).
 Matrix dequantize_tensor(GgmlType type, std::span<const uint8_t> bytes, int64_t rows, int64_t cols);
+
+// The bytes of ggml's quantize_row_*_ref (its from_float_ref): quantize_reference(type, w)
+// for every type but IQ4_NL, whose quantize_row_iq4_nl_ref skips the scale search that
+// quantize_iq4_nl (llama-quantize's path, and choose_block_scales) runs.
+std::vector<uint8_t> quantize_row_reference(GgmlType type, const Matrix& w);
 
 // The bytes ggml writes for W in the type: quantize_row_*_ref for quantized types (or the
 // imatrix variant when importance is given), plain conversion for F32/F16/BF16.

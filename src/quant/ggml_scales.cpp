@@ -331,7 +331,110 @@ void choose_q6_k_block(const float* x, const float* qw, RowOut o, int64_t b) {
   }
 }
 
-void choose_row(GgmlType type, const float* x, int64_t n, const float* imp, RowOut out) {
+// ---- IQ4_NL / IQ4_XS --------------------------------------------------------------------
+
+constexpr float kGroupMaxEps = 1e-15f;  // ggml's GROUP_MAX_EPS
+
+// ggml's quantize_row_iq4_nl_impl on one block of `super` weights (32: IQ4_NL, 256: IQ4_XS) in
+// sub-blocks of 32: per sub-block the signed max's scale, its weighted least-squares refit and
+// (ntry > 0) 2 ntry + 1 more candidate scales; IQ4_XS then quantizes the sub-block scales to
+// 6 bits of d = -max_scale / 32 and re-picks the codes with them (d unrounded, as ggml). ntry
+// 7: quantize_iq4_nl / quantize_iq4_xs, what llama-quantize writes with or without an imatrix;
+// ntry -1: quantize_row_iq4_nl_ref (no search, codes of the first scale). A sub-block with
+// max |x| < 1e-15 gets scale 0; ggml leaves its codes as they were in its scratch array
+// (uninitialised) under ntry -1, which decode to 0 all the same: here they stay 0.
+void choose_iq4_block(const float* x, int super, const float* qw, int ntry, uint16_t* dh,
+                      int16_t* sc, uint8_t* L) {
+  const auto level = [](int l) { return static_cast<float>(kIq4Levels[l]); };
+  const float v0 = level(0);
+  float sigma2 = sum_squares(x, super);
+  sigma2 *= 2.f / static_cast<float>(super);
+  *dh = float_to_fp16(0.0f);
+  float scales[kQKK / 32], weight[32];
+  float max_scale = 0.0f, amax_scale = 0.0f;
+  const int nsub = super / 32;
+  for (int ib = 0; ib < nsub; ++ib) {
+    const float* xb = x + ib * 32;
+    uint8_t* Lb = L + ib * 32;
+    if (qw) {
+      imatrix_weights(qw + ib * 32, xb, 32, sigma2, weight);
+    } else {
+      for (int j = 0; j < 32; ++j) weight[j] = xb[j] * xb[j];
+    }
+    float amax = 0.0f, max = 0.0f;
+    for (int j = 0; j < 32; ++j) {
+      const float ax = std::fabs(xb[j]);
+      if (ax > amax) {
+        amax = ax;
+        max = xb[j];
+      }
+    }
+    if (amax < kGroupMaxEps) {
+      scales[ib] = 0.0f;
+      continue;
+    }
+    float d = ntry > 0 ? -max / v0 : max / v0;
+    float id = 1 / d;
+    float sumqx = 0.0f, sumq2 = 0.0f;
+    for (int j = 0; j < 32; ++j) {
+      const int l = best_index_iq4(id * xb[j]);
+      Lb[j] = static_cast<uint8_t>(l);
+      const float q = level(l), w = weight[j];
+      sumqx += w * q * xb[j];
+      sumq2 += w * q * q;
+    }
+    d = sumq2 > 0 ? sumqx / sumq2 : 0.0f;
+    float best = d * sumqx;
+    for (int itry = -ntry; itry <= ntry; ++itry) {
+      id = static_cast<float>(itry + kIq4Levels[0]) / max;
+      sumqx = sumq2 = 0.0f;
+      for (int j = 0; j < 32; ++j) {
+        const float q = level(best_index_iq4(id * xb[j])), w = weight[j];
+        sumqx += w * q * xb[j];
+        sumq2 += w * q * q;
+      }
+      if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
+        d = sumqx / sumq2;
+        best = d * sumqx;
+      }
+    }
+    scales[ib] = d;
+    if (std::fabs(d) > amax_scale) {
+      amax_scale = std::fabs(d);
+      max_scale = d;
+    }
+  }
+  if (nsub > 1) {
+    const float d = -max_scale / 32;
+    *dh = float_to_fp16(d);
+    const float id = d != 0.0f ? 1 / d : 0.0f;
+    for (int ib = 0; ib < nsub; ++ib) {
+      const int l = std::clamp(nearest_int(id * scales[ib]), -32, 31);
+      const float dl = d * static_cast<float>(l);
+      const float idl = dl != 0.0f ? 1 / dl : 0.0f;
+      for (int j = 0; j < 32; ++j)
+        L[32 * ib + j] = static_cast<uint8_t>(best_index_iq4(idl * x[32 * ib + j]));
+      sc[ib] = static_cast<int16_t>(l);
+    }
+    return;
+  }
+  *dh = float_to_fp16(scales[0]);
+  if (ntry > 0) {
+    const float id = scales[0] != 0.0f ? 1 / scales[0] : 0.0f;
+    for (int j = 0; j < super; ++j) L[j] = static_cast<uint8_t>(best_index_iq4(id * x[j]));
+  }
+}
+
+void choose_row(GgmlType type, const float* x, int64_t n, const float* imp, RowOut out,
+                bool row_ref) {
+  if (type == GgmlType::IQ4_NL || type == GgmlType::IQ4_XS) {
+    const int super = ggml_traits(type).block_size;
+    for (int64_t b = 0; b < n / super; ++b)
+      choose_iq4_block(x + b * super, super, imp ? imp + b * super : nullptr,
+                       type == GgmlType::IQ4_NL && row_ref && !imp ? -1 : 7, out.d + b,
+                       out.sc ? out.sc + b * (super / 32) : nullptr, out.codes + b * super);
+    return;
+  }
   switch (type) {
     case GgmlType::Q4_0:
       return choose_symmetric(x, n, imp, 8, out);
@@ -388,7 +491,10 @@ int64_t QuantizedBlocks::groups_per_row() const {
   return cols / ggml_traits(type).group_size;
 }
 
-QuantizedBlocks choose_block_scales(const Matrix& w, GgmlType type, const float* importance) {
+namespace {
+
+QuantizedBlocks choose_blocks(const Matrix& w, GgmlType type, const float* importance,
+                              bool row_ref) {
   const GgmlTypeTraits& tr = ggml_traits(type);
   CDQ_CHECK(tr.quantized(), "{} is not a quantized type: it has no block scales", tr.name);
   CDQ_CHECK(w.rows > 0 && w.cols > 0 && w.cols % tr.block_size == 0,
@@ -418,9 +524,21 @@ QuantizedBlocks choose_block_scales(const Matrix& w, GgmlType type, const float*
                q.sub_scale.empty() ? nullptr : q.sub_scale.data() + r * gpr,
                q.sub_min.empty() ? nullptr : q.sub_min.data() + r * gpr,
                q.codes.data() + r * w.cols};
-    choose_row(type, w.row(r), w.cols, importance, out);
+    choose_row(type, w.row(r), w.cols, importance, out, row_ref);
   }
   return q;
+}
+
+}  // namespace
+
+QuantizedBlocks choose_block_scales(const Matrix& w, GgmlType type, const float* importance) {
+  return choose_blocks(w, type, importance, false);
+}
+
+std::vector<uint8_t> quantize_row_reference(GgmlType type, const Matrix& w) {
+  if (!ggml_traits(type).quantized()) return quantize_reference(type, w);
+  const QuantizedBlocks q = choose_blocks(w, type, nullptr, true);
+  return pack_codes(q, q.codes);
 }
 
 // Symmetric types decode as scale * (code - zero) (ggml multiplies by the signed integer, so
@@ -471,6 +589,7 @@ Grid QuantizedBlocks::to_grid() const {
           break;
         case GgmlType::Q3_K:
         case GgmlType::Q6_K:
+        case GgmlType::IQ4_XS:
           scale = d * static_cast<float>(sub_scale[k]);
           break;
         default:
@@ -480,6 +599,13 @@ Grid QuantizedBlocks::to_grid() const {
       g.scale[k] = scale;
       g.bias[k] = bias;
     }
+  }
+  if (tr.codebook) {
+    // value = scale * level + (-0): adding -0 leaves every product as it is, so even the sign
+    // of a zero (a zero scale) is the decoder's.
+    std::vector<float> levels(std::begin(ggml::kIq4Levels), std::end(ggml::kIq4Levels));
+    set_codebook(g, std::move(levels));
+    std::fill(g.bias.begin(), g.bias.end(), -0.0f);
   }
   return g;
 }

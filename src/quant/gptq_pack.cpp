@@ -86,7 +86,7 @@ GptqLinear pack_gptq_linear(const Grid& grid, const std::vector<uint8_t>& codes,
       const size_t at = grid.at(n, g);
       CDQ_CHECK(format == GptqCheckpointFormat::V2 || grid.zero[at] >= 1,
                 "zero point {} (row {}, group {}) cannot be stored in the v1 'gptq' format "
-                "(it stores zero - 1); use gptq_v2 for asymmetric grids",
+                "(it stores zero - 1); use gptq_v2 for asymmetric grids (drop --gptq-v1)",
                 grid.zero[at], n, g);
       zeros[n] = static_cast<uint32_t>(stored_zero(grid.zero[at], format)) & mask;
       t.scales[static_cast<size_t>(g * n_out + n)] = float_to_fp16(grid.scale[at]);

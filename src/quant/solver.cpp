@@ -82,6 +82,17 @@ SolveResult solve_layer(const Matrix& w, const Matrix& h, Method method,
   res.method = method;
   const MethodInfo& m = method.info();
   const GridKind kind = options.constraint ? options.constraint->kind : GridKind::Free;
+  if (options.constraint && options.constraint->grid.maxq == 0) {
+    // A grid with one value per weight (a linear the format keeps in a float type): nothing is
+    // left to choose, whatever the method.
+    res.grid = options.constraint->grid;
+    res.codes.assign(static_cast<size_t>(w.size()), 0);
+    res.q = dequantize(res.grid, res.codes);
+    res.seconds = seconds_since(t0);
+    res.objective = layer_objective(w, res.q, h);
+    res.reference = layer_reference(w, h);
+    return res;
+  }
   CDQ_CHECK(supports(method, kind), "method '{}' cannot solve under this grid constraint", m.name);
   const Method start = start_of(method, options);
   CDQ_CHECK(supports(start, kind), "method '{}' cannot start from '{}' under this grid constraint",

@@ -12,5 +12,12 @@ std::string cli_path() {
   const char* other = std::getenv("CDQ_TEST_CLI");
   return other != nullptr && *other != 0 ? other : CDQ_CLI_PATH;
 }
+std::string tokenizers_dir() {
+  return std::string(CDQ_SOURCE_DIR) + "/.tokenizers";
+}
+std::string engine_lib_dir() {
+  return std::string(CDQ_SOURCE_DIR) +
+         "/.engine/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64";
+}
 
 }  // namespace cdq::test
