@@ -158,7 +158,7 @@ GgufModelWriter::GgufModelWriter(ModelReader& source, const std::string& out_pat
   Impl& m = *impl_;
   set_gguf_model_metadata(m.out, m.config, vocab,
                           options.name.empty() ? default_name(out_path) : options.name,
-                          m.plan.file_type(), m.plan.any_quantized());
+                          m.plan.file_type());
   m.declare();
   m.out.write_header();
   const Matrix emb = source.read_embeddings();  // [vocab, dim]
