@@ -29,6 +29,9 @@ std::string engine_check_path() {
 std::string make_random_hf_path() {
   return CDQ_MAKE_RANDOM_HF_PATH;
 }
+std::string engine_quantize_path() {
+  return CDQ_ENGINE_QUANTIZE_PATH;
+}
 std::string real_text() {
   return test::shared_dir() + "/data/frankenstein.txt";
 }
@@ -214,6 +217,45 @@ TEST_F(Engine, HfSourceKQuantsAndMixes) {
   for (const char* t : {"F16", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q3_K_S", "Q3_K_M",
                         "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M"})
     check(std::string("h-") + t, rtn(hf_dir(), t), real_text(), "h-F32");
+}
+
+// cdquant's --method rtn --no-importance writes exactly the tensor bytes of llama.cpp's own
+// llama_model_quantize without an imatrix: ggml's rounding of x * (1 / d) with the unrounded d,
+// for every legacy type and every K mix (the mixes' per-tensor types included). Not Q2_K:
+// llama.cpp's Q2_K is a mix (some tensors raised to Q3_K / Q4_K), cdquant's --type Q2_K is not.
+nlohmann::json compare_with_llama_quantize(const std::string& name, const std::string& f32,
+                                           const std::string& type, test::TempDir& dir) {
+  const std::string ours = dir.file(name + ".gguf"), theirs = dir.file(name + "-llama.gguf");
+  const auto q = test::run_cli({"quantize", "--model", f32, "--format", "gguf", "--type", type,
+                                "--method", "rtn", "--no-importance", "--quiet", "--out", ours});
+  EXPECT_EQ(q.exit_code, 0) << q.err;
+  const auto l = test::run_program(engine_quantize_path(), {"quantize", f32, theirs, type});
+  EXPECT_EQ(l.exit_code, 0) << l.err;
+  const auto c = test::run_program(engine_quantize_path(), {"compare", theirs, ours});
+  EXPECT_EQ(c.exit_code, 0) << c.err;
+  const nlohmann::json j = nlohmann::json::parse(c.out);
+  std::cout << "[engine] " << name << " (" << type << ") vs llama_model_quantize: " << c.out;
+  return j;
+}
+
+TEST_F(Engine, RtnPlainIsLlamaQuantizeBytes) {
+  require_hf();
+  if (IsSkipped()) return;
+  check("s-F32", rtn(test::stories260k_path(), "F32"), real_text());
+  check("h-F32", rtn(hf_dir(), "F32"), real_text());
+  for (const char* t : {"Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"}) {
+    const auto j =
+        compare_with_llama_quantize(std::string("rs-") + t, dir_->file("s-F32.gguf"), t, *dir_);
+    EXPECT_EQ(j["different"], 0) << t;
+    EXPECT_GT(j["blocks"].get<int64_t>(), 1000) << t;
+  }
+  for (const char* t :
+       {"Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "Q8_0"}) {
+    const auto j =
+        compare_with_llama_quantize(std::string("rh-") + t, dir_->file("h-F32.gguf"), t, *dir_);
+    EXPECT_EQ(j["different"], 0) << t;
+    EXPECT_GT(j["blocks"].get<int64_t>(), 1000) << t;
+  }
 }
 
 }  // namespace
