@@ -61,8 +61,10 @@ class Engine : public ::testing::Test {
   static std::string tok105_text() { return dir_->file("tok105.txt"); }
 
   // The real text restricted to the characters babyllama-tok105's 105 pieces cover: llama.cpp
-  // aborts on any other character (the vocabulary has no <0xXX> byte pieces). Lines are
-  // joined by single spaces (no newline piece either).
+  // aborts on any other character (the vocabulary has no <0xXX> byte pieces, nor a newline).
+  // Line ends become spaces and runs of spaces are kept: there llama.cpp, and so cdquant's GGUF
+  // tokenizer, keep every space, where libsentencepiece's normalizer (remove_extra_whitespaces
+  // in the .model, which no GGUF key carries) collapses them.
   static void write_tok105_text() {
     std::ifstream vocab(tok105_dir() + "/tok105.vocab");
     std::set<std::string> pieces;
@@ -70,25 +72,15 @@ class Engine : public ::testing::Test {
       pieces.insert(line.substr(0, line.find('\t')));
     const std::string text = test::read_file(real_text());
     std::string out;
-    bool space = true;
     for (size_t i = 0; i < text.size() && out.size() < 8000;) {
-      size_t n = 1;
       const unsigned char c = static_cast<unsigned char>(text[i]);
-      if (c >= 0xF0)
-        n = 4;
-      else if (c >= 0xE0)
-        n = 3;
-      else if (c >= 0xC0)
-        n = 2;
+      const size_t n = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
       const std::string ch = text.substr(i, n);
       i += n;
-      if (ch == " " || ch == "\n" || ch == "\r" || ch == "\t") {
-        if (!space) out += ' ';
-        space = true;
-      } else if (pieces.count(ch) != 0) {
+      if (ch == " " || ch == "\n" || ch == "\r" || ch == "\t")
+        out += ' ';
+      else if (pieces.count(ch) != 0)
         out += ch;
-        space = false;
-      }
     }
     std::ofstream(tok105_text()) << out;
   }

