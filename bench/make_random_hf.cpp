@@ -26,6 +26,9 @@ const std::vector<Arch> kArchs = {
     {"smollm2-135m", 576, 1536, 30, 9, 3, 49152, 8192, 100000.0, true},
     {"llama-3.2-1b", 2048, 8192, 16, 32, 8, 128256, 131072, 500000.0, true},
     {"llama-2-7b", 4096, 11008, 32, 32, 32, 32000, 4096, 10000.0, false},
+    // The smallest shape every ggml type fits (d_in multiples of 256), with exactly the byte
+    // tokenizer's 259 tokens: for the engine check of the tests.
+    {"tiny-256", 256, 512, 2, 4, 2, 259, 512, 10000.0, true},
 };
 
 nlohmann::json config_json(const Arch& a) {
@@ -138,8 +141,8 @@ int main(int argc, char** argv) {
   CLI::App app{"Seeded random-weight HF checkpoints with real architecture shapes"};
   std::string arch = "llama-3.2-1b", out, dtype = "bf16";
   uint64_t seed = 1;
-  app.add_option("--arch", arch, "smollm2-135m, llama-3.2-1b or llama-2-7b")
-      ->check(CLI::IsMember({"smollm2-135m", "llama-3.2-1b", "llama-2-7b"}))
+  app.add_option("--arch", arch, "smollm2-135m, llama-3.2-1b, llama-2-7b or tiny-256")
+      ->check(CLI::IsMember({"smollm2-135m", "llama-3.2-1b", "llama-2-7b", "tiny-256"}))
       ->capture_default_str();
   app.add_option("--out", out, "Output directory")->required();
   app.add_option("--seed", seed, "Seed")->capture_default_str();

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cdquant/eval.hpp>
+#include <cdquant/forward.hpp>
 #include <cdquant/gguf.hpp>
 #include <cdquant/model.hpp>
 #include <cdquant/model_tokenizer.hpp>
@@ -25,6 +26,7 @@ struct EvalFlags {
   bool no_bos = false;
   bool json = false;
   bool quiet = false;
+  bool exact_activations = false;
 };
 
 // A \r-updated line on a terminal; otherwise a line about every 10% of a long run.
@@ -48,10 +50,12 @@ void run_eval(const EvalFlags& f) {
                                : is_gguf_file(f.model) ? f.model
                                                        : find_tokenizer_for(f.model);
   const auto tokenizer = load_model_tokenizer(f.model, f.tokenizer);
-  const Model model = load_model(f.model);
+  Model model = load_model(f.model);
   check_tokenizer_fits(*tokenizer, model.config, tok_path);
   Model quantized;
   if (!f.quantized.empty()) quantized = load_model(f.quantized);
+  use_engine_activations(model, !f.exact_activations);
+  use_engine_activations(quantized, !f.exact_activations);
 
   // With BOS prepended to every window the stream itself carries none; otherwise the text
   // is one document starting with BOS.
@@ -80,6 +84,7 @@ void run_eval(const EvalFlags& f) {
     j["nll_se"] = r.nll_se;
     j["ppl"] = r.ppl;
     j["entropy"] = r.entropy;
+    j["activations"] = f.exact_activations ? "exact" : "engine";
     if (r.compared) {
       j["quantized"] = {{"path", f.quantized},
                         {"nll", r.nll_other},
@@ -128,6 +133,9 @@ void register_eval(CLI::App& app) {
                   "Second checkpoint compared against --model on the same windows");
   cmd->add_flag("--no-bos", f->no_bos,
                 "Do not put BOS in front of every window (score positions 1.. of each)");
+  cmd->add_flag("--exact-activations", f->exact_activations,
+                "Multiply GGUF weights with float activations (default: round them as llama.cpp's "
+                "CPU kernels do: Q8_0 / Q8_1 / Q8_K before quantized weights, F16 before F16)");
   cmd->add_flag("--json", f->json, "Print one JSON object instead of the summary line");
   cmd->add_flag("--quiet", f->quiet, "No progress on stderr");
   cmd->callback([f] { run_eval(*f); });

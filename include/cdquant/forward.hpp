@@ -43,4 +43,12 @@ void block_forward(const BlockWeights& block, const ModelConfig& config, Matrix&
 // The whole model on one sequence: logits [T, vocab]. T must not exceed max_seq_len.
 Matrix forward_logits(const Model& model, std::span<const int> tokens);
 
+// Engine-faithful products: on, every linear (and the classifier) rounds its input activations
+// to ggml_vec_dot_type of the type its weights were stored in, as llama.cpp's CPU kernels do
+// (Q8_0 / Q8_1 / Q8_K before quantized weights, F16 before F16 ones), so the forward pass
+// computes what llama.cpp computes up to float summation order; off (the default for a
+// loaded model), float activations throughout. Only models read from GGUF store types other
+// than F32, so for other models this changes nothing.
+void use_engine_activations(Model& model, bool on);
+
 }  // namespace cdq

@@ -51,4 +51,13 @@ const char* ggml_type_name(GgmlType t);
 // Bytes of n consecutive weights; throws Error unless n is a multiple of the block size.
 uint64_t ggml_row_bytes(GgmlType t, int64_t n);
 
+// What ggml's CPU backend converts a product's float activations to before the dot products
+// with a weight of a given type (its vec_dot_type): the weight's own type for F32 / F16 / BF16,
+// Q8_0 (int8, fp16 scale per 32) for Q4_0 / Q5_0 / Q8_0, Q8_1 (the same plus an fp16 block sum)
+// for Q4_1 / Q5_1, Q8_K (int8, float scale per 256) for the K-quants. So llama.cpp's products
+// are those of the weights with these rounded activations, not with the float ones.
+enum class ActivationType : uint8_t { F32, F16, BF16, Q8_0, Q8_1, Q8_K };
+ActivationType ggml_vec_dot_type(GgmlType weight);
+const char* activation_type_name(ActivationType a);  // "F32", "Q8_K", ...
+
 }  // namespace cdq

@@ -46,6 +46,10 @@ struct GridConstraint {
   std::vector<int16_t> sub_scale;  // GgmlBlock: [d_out, n_groups], or empty (kept as is)
   int block_groups = 1;            // with sub_scale: groups per free fp16 d
   int sub_lo = 1, sub_hi = 1;      // with sub_scale: range the sub-scales may move within
+  // GgmlBlock: the codes [d_out, d_in] the format's own quantizer picks along with these scales
+  // (ggml's rounds x * (1 / d) with the unrounded d, not x / fp16(d)), or empty. RTN takes them,
+  // so that its file holds exactly the bytes of the format's quantizer.
+  std::vector<uint8_t> rule_codes;
 
   // A grid the format fixes and the solver keeps as it is (codes only): a Codebook constraint
   // when the grid has levels, else GgmlBlock.

@@ -2,6 +2,8 @@
 // interleaved pairs (2i, 2i+1); HF checkpoints are converted on load by permuting q/k rows.
 #pragma once
 
+#include <array>
+#include <cdquant/ggml_type.hpp>
 #include <cdquant/matrix.hpp>
 #include <memory>
 #include <string>
@@ -54,6 +56,11 @@ struct BlockWeights {
   Matrix w_gate;                  // [hidden, dim]   (llama2.c w1)
   Matrix w_up;                    // [hidden, dim]   (llama2.c w3)
   Matrix w_down;                  // [dim, hidden]   (llama2.c w2)
+  // Per linear (kAllLinears order): the ggml type its weights were stored in (F32 unless read
+  // from GGUF), and what the forward pass rounds its input activations to before the product
+  // (F32: not at all; set by use_engine_activations).
+  std::array<GgmlType, 7> stored{};
+  std::array<ActivationType, 7> act{};
 
   Matrix& linear(Linear l);
   const Matrix& linear(Linear l) const;
@@ -61,10 +68,12 @@ struct BlockWeights {
 
 struct Model {
   ModelConfig config;
-  Matrix tok_embeddings;             // [vocab, dim]
-  std::vector<BlockWeights> blocks;  // [n_layers]
-  std::vector<float> final_norm;     // [dim]
-  Matrix output;                     // [vocab, dim]; empty when tied_embeddings
+  Matrix tok_embeddings;                       // [vocab, dim]
+  std::vector<BlockWeights> blocks;            // [n_layers]
+  std::vector<float> final_norm;               // [dim]
+  Matrix output;                               // [vocab, dim]; empty when tied_embeddings
+  GgmlType classifier_stored = GgmlType::F32;  // as BlockWeights::stored, for classifier()
+  ActivationType classifier_act = ActivationType::F32;
 
   const Matrix& classifier() const { return config.tied_embeddings ? tok_embeddings : output; }
 };
@@ -80,6 +89,9 @@ class ModelReader {
   virtual std::vector<float> read_final_norm() = 0;  // [dim]
   virtual Matrix read_output() = 0;                  // [vocab, dim]; empty when tied
   virtual std::string format() const = 0;            // "llama2c", "hf", "gguf"
+  // The ggml type the classifier is stored in (the token embedding's when tied); F32 for
+  // formats other than GGUF.
+  virtual GgmlType classifier_type() const { return GgmlType::F32; }
 };
 
 // Opens a checkpoint by sniffing its format: a llama2.c .bin, an HF directory (config.json +

@@ -72,4 +72,49 @@ uint64_t ggml_row_bytes(GgmlType t, int64_t n) {
   return static_cast<uint64_t>(n / tr.block_size) * static_cast<uint64_t>(tr.type_size);
 }
 
+ActivationType ggml_vec_dot_type(GgmlType weight) {
+  switch (weight) {
+    case GgmlType::F32:
+      return ActivationType::F32;
+    case GgmlType::F16:
+      return ActivationType::F16;
+    case GgmlType::BF16:
+      return ActivationType::BF16;
+    case GgmlType::Q4_0:
+    case GgmlType::Q5_0:
+    case GgmlType::Q8_0:
+    case GgmlType::IQ4_NL:
+      return ActivationType::Q8_0;
+    case GgmlType::Q4_1:
+    case GgmlType::Q5_1:
+      return ActivationType::Q8_1;
+    case GgmlType::Q2_K:
+    case GgmlType::Q3_K:
+    case GgmlType::Q4_K:
+    case GgmlType::Q5_K:
+    case GgmlType::Q6_K:
+    case GgmlType::IQ4_XS:
+      return ActivationType::Q8_K;
+  }
+  fail("unsupported ggml type id {}", static_cast<uint32_t>(weight));
+}
+
+const char* activation_type_name(ActivationType a) {
+  switch (a) {
+    case ActivationType::F32:
+      return "F32";
+    case ActivationType::F16:
+      return "F16";
+    case ActivationType::BF16:
+      return "BF16";
+    case ActivationType::Q8_0:
+      return "Q8_0";
+    case ActivationType::Q8_1:
+      return "Q8_1";
+    case ActivationType::Q8_K:
+      return "Q8_K";
+  }
+  return "?";
+}
+
 }  // namespace cdq

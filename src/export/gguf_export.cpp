@@ -125,7 +125,7 @@ struct GgufModelWriter::Impl {
     GridConstraint g =
         GridConstraint::ggml_block(qb.to_grid(), qb.group_sub_scales(),
                                    static_cast<int>(qb.groups_per_block()), range.lo, range.hi);
-    qb.codes = {};  // the solver's codes replace the rule's own
+    g.rule_codes = std::move(qb.codes);  // RTN's codes; other solvers' codes replace them
     pending[{layer, static_cast<int>(l)}] = std::move(qb);
     return g;
   }
@@ -158,7 +158,7 @@ GgufModelWriter::GgufModelWriter(ModelReader& source, const std::string& out_pat
   Impl& m = *impl_;
   set_gguf_model_metadata(m.out, m.config, vocab,
                           options.name.empty() ? default_name(out_path) : options.name,
-                          m.plan.file_type(), m.plan.any_quantized());
+                          m.plan.file_type());
   m.declare();
   m.out.write_header();
   const Matrix emb = source.read_embeddings();  // [vocab, dim]

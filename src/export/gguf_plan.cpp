@@ -47,7 +47,9 @@ constexpr MixName kMixes[] = {
     {"Q5_K_M", Mix::Q5KM, GgmlType::Q5_K, 17},
 };
 
-// LLAMA_FTYPE of a plain type (the K types as their llama.cpp mix without raised tensors).
+// LLAMA_FTYPE of a plain type: the K types as llama.cpp names a file whose tensors are mostly
+// of that type (llama_model_loader's guess: Q3_K -> Q3_K_M, Q4_K -> Q4_K_M, Q5_K -> Q5_K_M), so
+// that a plain --type Q4_K is not announced as "Q4_K - Small", a mix it did not apply.
 uint32_t plain_file_type(GgmlType t) {
   switch (t) {
     case GgmlType::F32:
@@ -67,11 +69,11 @@ uint32_t plain_file_type(GgmlType t) {
     case GgmlType::Q2_K:
       return 10;
     case GgmlType::Q3_K:
-      return 11;  // Q3_K_S: plain Q3_K
+      return 12;  // Q3_K_M
     case GgmlType::Q4_K:
-      return 14;  // Q4_K_S
+      return 15;  // Q4_K_M
     case GgmlType::Q5_K:
-      return 16;  // Q5_K_S: plain Q5_K
+      return 17;  // Q5_K_M
     case GgmlType::Q6_K:
       return 18;
     case GgmlType::IQ4_NL:

@@ -227,10 +227,10 @@ const Matrix& BatchDecoder::step(std::span<const int> tokens) {
   };
   for (size_t l = 0; l < model_.blocks.size(); ++l) {
     const BlockWeights& b = model_.blocks[l];
-    rmsnorm_rows(x, b.attn_norm, c.norm_eps, a);  // [n, dim]
-    linear_forward(a, b.wq, b.bq, q);             // [n, q_dim]
-    linear_forward(a, b.wk, b.bk, k);             // [n, kv_dim]
-    linear_forward(a, b.wv, b.bv, v);             // [n, kv_dim]
+    rmsnorm_rows(x, b.attn_norm, c.norm_eps, a);             // [n, dim]
+    linear_forward(a, b.wq, b.bq, q, act_of(b, Linear::Q));  // [n, q_dim]
+    linear_forward(a, b.wk, b.bk, k, act_of(b, Linear::K));  // [n, kv_dim]
+    linear_forward(a, b.wv, b.bv, v, act_of(b, Linear::V));  // [n, kv_dim]
     rope(q);
     rope(k);
     // Cache this step's key and value of each row at its sequence's position (transposed:
@@ -245,13 +245,14 @@ const Matrix& BatchDecoder::step(std::span<const int> tokens) {
         vc[static_cast<size_t>(j) * mp + pos] = v(r, j);
       }
     }
-    attend(static_cast<int64_t>(l), q, att);  // [n, q_dim]
-    linear_forward(att, b.wo, {}, y);         // [n, dim]
+    attend(static_cast<int64_t>(l), q, att);                 // [n, q_dim]
+    linear_forward(att, b.wo, {}, y, act_of(b, Linear::O));  // [n, dim]
     for (int64_t i = 0; i < x.size(); ++i)
       x.data[static_cast<size_t>(i)] += y.data[static_cast<size_t>(i)];
     feed_forward(b, c, x);
   }
-  const Matrix out = head_forward(model_.final_norm, model_.classifier(), c, x);  // [n, vocab]
+  const Matrix out = head_forward(model_.final_norm, model_.classifier(), c, x,
+                                  model_.classifier_act);  // [n, vocab]
   for (int64_t r = 0; r < n; ++r) {
     const int seq = active_[static_cast<size_t>(r)];
     std::copy_n(out.row(r), out.cols, logits_.row(seq));

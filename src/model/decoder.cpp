@@ -60,20 +60,20 @@ std::span<const float> Decoder::step(int token) {
   for (size_t l = 0; l < model_.blocks.size(); ++l) {
     const BlockWeights& b = model_.blocks[l];
     rmsnorm_rows(x, b.attn_norm, c.norm_eps, a);
-    linear_forward(a, b.wq, b.bq, q);  // [1, q_dim]
+    linear_forward(a, b.wq, b.bq, q, act_of(b, Linear::Q));  // [1, q_dim]
     apply_rope(q, c.head_dim, c.rope_theta, 1, pos_);
-    linear_forward(a, b.wk, b.bk, kv);  // [1, kv_dim]
+    linear_forward(a, b.wk, b.bk, kv, act_of(b, Linear::K));  // [1, kv_dim]
     apply_rope(kv, c.head_dim, c.rope_theta, 1, pos_);
     std::copy_n(kv.row(0), kv.cols, keys_[l].row(pos_));
-    linear_forward(a, b.wv, b.bv, kv);
+    linear_forward(a, b.wv, b.bv, kv, act_of(b, Linear::V));
     std::copy_n(kv.row(0), kv.cols, values_[l].row(pos_));
     attend(q, static_cast<int64_t>(l), att);
-    linear_forward(att, b.wo, {}, y);  // [1, dim]
+    linear_forward(att, b.wo, {}, y, act_of(b, Linear::O));  // [1, dim]
     for (int64_t i = 0; i < x.cols; ++i) x(0, i) += y(0, i);
     feed_forward(b, c, x);
   }
   ++pos_;
-  logits_ = head_forward(model_.final_norm, model_.classifier(), c, x);
+  logits_ = head_forward(model_.final_norm, model_.classifier(), c, x, model_.classifier_act);
   return {logits_.row(0), static_cast<size_t>(logits_.cols)};
 }
 

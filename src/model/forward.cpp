@@ -7,6 +7,7 @@
 
 #include "linalg/linalg.hpp"
 #include "model/forward_blocks.hpp"
+#include "quant/ggml_quants.hpp"
 
 namespace cdq {
 
@@ -110,10 +111,19 @@ void causal_attention(const Matrix& q, const Matrix& k, const Matrix& v, int64_t
   if (error) std::rethrow_exception(error);
 }
 
-void linear_forward(const Matrix& x, const Matrix& w, const std::vector<float>& bias, Matrix& y) {
+void linear_forward(const Matrix& x, const Matrix& w, const std::vector<float>& bias, Matrix& y,
+                    ActivationType act) {
   CDQ_ASSERT(x.cols == w.cols);
   if (y.rows != x.rows || y.cols != w.rows) y = Matrix(x.rows, w.rows);
-  gemm(false, true, 1.0f, cview(x), cview(w), 0.0f, view(y));
+  if (act == ActivationType::F32) {
+    gemm(false, true, 1.0f, cview(x), cview(w), 0.0f, view(y));
+  } else {
+    Matrix r = x;
+#pragma omp parallel for schedule(static) if (r.size() >= kParallelMin)
+    for (int64_t t = 0; t < r.rows; ++t)
+      round_activations(act, {r.row(t), static_cast<size_t>(r.cols)});
+    gemm(false, true, 1.0f, cview(r), cview(w), 0.0f, view(y));
+  }
   if (bias.empty()) return;
   CDQ_ASSERT(static_cast<int64_t>(bias.size()) == w.rows);
 #pragma omp parallel for schedule(static) if (y.size() >= kParallelMin)
@@ -217,15 +227,15 @@ void block_forward(const BlockWeights& b, const ModelConfig& c, Matrix& x,
   Matrix a, q, k, v, y;
   rmsnorm_rows(x, b.attn_norm, c.norm_eps, a);
   notify(capture, BlockInput::AttnNorm, a);
-  linear_forward(a, b.wq, b.bq, q);  // [T, q_dim]
-  linear_forward(a, b.wk, b.bk, k);  // [T, kv_dim]
-  linear_forward(a, b.wv, b.bv, v);  // [T, kv_dim]
+  linear_forward(a, b.wq, b.bq, q, act_of(b, Linear::Q));  // [T, q_dim]
+  linear_forward(a, b.wk, b.bk, k, act_of(b, Linear::K));  // [T, kv_dim]
+  linear_forward(a, b.wv, b.bv, v, act_of(b, Linear::V));  // [T, kv_dim]
   apply_rope(q, c.head_dim, c.rope_theta, seq_len);
   apply_rope(k, c.head_dim, c.rope_theta, seq_len);
   Matrix att(x.rows, c.q_dim());
   causal_attention(q, k, v, seq_len, c, att);
   notify(capture, BlockInput::AttnOut, att);
-  linear_forward(att, b.wo, {}, y);  // [T, dim]
+  linear_forward(att, b.wo, {}, y, act_of(b, Linear::O));  // [T, dim]
   add_residual(y, x);
 
   feed_forward(b, c, x, capture);
@@ -236,23 +246,23 @@ void feed_forward(const BlockWeights& b, const ModelConfig& c, Matrix& x,
   Matrix f, g, u, y;
   rmsnorm_rows(x, b.ffn_norm, c.norm_eps, f);
   notify(capture, BlockInput::FfnNorm, f);
-  linear_forward(f, b.w_gate, {}, g);  // [T, hidden]
-  linear_forward(f, b.w_up, {}, u);    // [T, hidden]
+  linear_forward(f, b.w_gate, {}, g, act_of(b, Linear::Gate));  // [T, hidden]
+  linear_forward(f, b.w_up, {}, u, act_of(b, Linear::Up));      // [T, hidden]
 #pragma omp parallel for schedule(static) if (g.size() >= kParallelMin)
   for (int64_t i = 0; i < g.size(); ++i) {
     const float z = g.data[static_cast<size_t>(i)];
     g.data[static_cast<size_t>(i)] = z / (1.0f + std::exp(-z)) * u.data[static_cast<size_t>(i)];
   }
   notify(capture, BlockInput::FfnAct, g);
-  linear_forward(g, b.w_down, {}, y);  // [T, dim]
+  linear_forward(g, b.w_down, {}, y, act_of(b, Linear::Down));  // [T, dim]
   add_residual(y, x);
 }
 
 Matrix head_forward(const std::vector<float>& final_norm, const Matrix& classifier,
-                    const ModelConfig& c, const Matrix& x) {
+                    const ModelConfig& c, const Matrix& x, ActivationType act) {
   Matrix n, logits;
   rmsnorm_rows(x, final_norm, c.norm_eps, n);
-  linear_forward(n, classifier, {}, logits);  // [T, vocab]
+  linear_forward(n, classifier, {}, logits, act);  // [T, vocab]
   return logits;
 }
 
@@ -270,7 +280,14 @@ Matrix forward_logits_batch(const Model& model, std::span<const int> tokens, int
             c.max_seq_len);
   Matrix x = embed_tokens(model.tok_embeddings, tokens);
   for (const BlockWeights& b : model.blocks) block_forward(b, c, x, nullptr, seq_len);
-  return head_forward(model.final_norm, model.classifier(), c, x);
+  return head_forward(model.final_norm, model.classifier(), c, x, model.classifier_act);
+}
+
+void use_engine_activations(Model& model, bool on) {
+  const auto act = [on](GgmlType t) { return on ? ggml_vec_dot_type(t) : ActivationType::F32; };
+  for (BlockWeights& b : model.blocks)
+    for (size_t i = 0; i < b.act.size(); ++i) b.act[i] = act(b.stored[i]);
+  model.classifier_act = act(model.classifier_stored);
 }
 
 }  // namespace cdq

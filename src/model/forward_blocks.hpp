@@ -15,7 +15,8 @@ const char* block_input_name(BlockInput in);  // "attn_norm", "attn_out", "ffn_n
 
 // Final norm and classifier: x [T, dim] -> logits [T, vocab].
 Matrix head_forward(const std::vector<float>& final_norm, const Matrix& classifier,
-                    const ModelConfig& config, const Matrix& x);
+                    const ModelConfig& config, const Matrix& x,
+                    ActivationType act = ActivationType::F32);
 
 // Several independent windows of seq_len tokens each, stacked: logits [n * seq_len, vocab].
 // One batch makes the matrix products large enough to use every core.
@@ -27,8 +28,15 @@ Matrix forward_logits_batch(const Model& model, std::span<const int> tokens, int
 // and tile of queries, with a softmax stable under each row's maximum.
 void causal_attention(const Matrix& q, const Matrix& k, const Matrix& v, int64_t T,
                       const ModelConfig& config, Matrix& out);
-// y [T, out] = x [T, in] W^T (+ bias), W [out, in]; y is resized if needed.
-void linear_forward(const Matrix& x, const Matrix& w, const std::vector<float>& bias, Matrix& y);
+// What the forward pass rounds linear l's input to (BlockWeights::act).
+inline ActivationType act_of(const BlockWeights& b, Linear l) {
+  return b.act[static_cast<size_t>(l)];
+}
+
+// y [T, out] = x [T, in] W^T (+ bias), W [out, in]; y is resized if needed. With act other
+// than F32, the product uses x's rows rounded to act (round_activations) instead of x.
+void linear_forward(const Matrix& x, const Matrix& w, const std::vector<float>& bias, Matrix& y,
+                    ActivationType act = ActivationType::F32);
 // The SwiGLU half of a block, in place on x [T, dim] (rows are independent tokens):
 // x += (silu(f Wgate^T) * (f Wup^T)) Wdown^T with f = rmsnorm(x) * ffn_norm.
 void feed_forward(const BlockWeights& block, const ModelConfig& config, Matrix& x,

@@ -39,13 +39,14 @@ bool gguf_rotate_half(const std::string& arch) {
 }
 
 void set_gguf_model_metadata(GgufWriter& w, const ModelConfig& c, const TokenizerVocab& v,
-                             const std::string& name, uint32_t file_type, bool quantized) {
+                             const std::string& name, uint32_t file_type) {
   const std::string arch = gguf_arch_of(c);
   w.set("general.architecture", GgufValue::string(arch));
   w.set("general.name", GgufValue::string(name));
   w.set("general.alignment", GgufValue::scalar<uint32_t>(kGgufDefaultAlignment));
   w.set("general.file_type", GgufValue::scalar<uint32_t>(file_type));
-  if (quantized) w.set("general.quantization_version", GgufValue::scalar<uint32_t>(2));
+  // llama.cpp writes the block-format version into every file, float ones included.
+  w.set("general.quantization_version", GgufValue::scalar<uint32_t>(2));
   w.set(gguf_key(arch, "vocab_size"), GgufValue::scalar(u32(c.vocab_size)));
   w.set(gguf_key(arch, "context_length"), GgufValue::scalar(u32(c.max_seq_len)));
   w.set(gguf_key(arch, "embedding_length"), GgufValue::scalar(u32(c.dim)));
@@ -84,7 +85,9 @@ void set_gguf_model_metadata(GgufWriter& w, const ModelConfig& c, const Tokenize
     w.set("tokenizer.ggml.scores", GgufValue::array(scores));
   }
   w.set("tokenizer.ggml.token_type", GgufValue::array(types));
-  if (!v.merges.empty()) w.set("tokenizer.ggml.merges", GgufValue::string_array(v.merges));
+  // llama.cpp refuses a gpt2 vocabulary without the merges key, even when there are none.
+  if (v.model == "gpt2" || !v.merges.empty())
+    w.set("tokenizer.ggml.merges", GgufValue::string_array(v.merges));
   if (v.bos_id >= 0) w.set("tokenizer.ggml.bos_token_id", GgufValue::scalar(u32(v.bos_id)));
   if (v.eos_id >= 0) w.set("tokenizer.ggml.eos_token_id", GgufValue::scalar(u32(v.eos_id)));
   if (v.unk_id >= 0) w.set("tokenizer.ggml.unknown_token_id", GgufValue::scalar(u32(v.unk_id)));

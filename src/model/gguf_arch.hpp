@@ -23,7 +23,7 @@ bool gguf_rotate_half(const std::string& arch);
 
 // Sets general.*, {arch}.* hyper-parameters and tokenizer.ggml.* (alignment first).
 void set_gguf_model_metadata(GgufWriter& w, const ModelConfig& config, const TokenizerVocab& vocab,
-                             const std::string& name, uint32_t file_type, bool quantized);
+                             const std::string& name, uint32_t file_type);
 
 // tokenizer.ggml.* of a file; throws Error naming the missing key.
 TokenizerVocab read_gguf_vocab(const GgufReader& r);

@@ -84,6 +84,7 @@ class GgufModelReader final : public ModelReader {
     for (Linear l : kAllLinears) {
       const auto [rows, cols] = linear_shape(config_, l);
       b.linear(l) = weight(gguf_linear_name(layer, l), rows, cols);
+      b.stored[static_cast<size_t>(l)] = file_.tensor(gguf_linear_name(layer, l)).type;
     }
     if (c.qkv_bias) {
       b.bq = vec(p + "attn_q.bias", c.q_dim());
@@ -99,6 +100,10 @@ class GgufModelReader final : public ModelReader {
       }
     }
     return b;
+  }
+
+  GgmlType classifier_type() const override {
+    return file_.tensor(config_.tied_embeddings ? "token_embd.weight" : "output.weight").type;
   }
 
   std::vector<float> read_final_norm() override { return vec("output_norm.weight", config_.dim); }

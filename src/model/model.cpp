@@ -57,6 +57,7 @@ Model load_model(ModelReader& reader) {
   for (int l = 0; l < m.config.n_layers; ++l) m.blocks.push_back(reader.read_block(l));
   m.final_norm = reader.read_final_norm();
   m.output = reader.read_output();
+  m.classifier_stored = reader.classifier_type();
   check_model(m);
   return m;
 }

@@ -95,4 +95,14 @@ std::vector<uint8_t> quantize_row_reference(GgmlType type, const Matrix& w);
 std::vector<uint8_t> quantize_reference(GgmlType type, const Matrix& w,
                                         const float* importance = nullptr);
 
+// Rounds a row of activations in place to the values ggml's CPU backend multiplies instead
+// (ActivationType, from ggml_vec_dot_type): per 32 (Q8_0, Q8_1) or 256 (Q8_K) values, int8 codes
+// q = round(x * 127 / amax) (ties to even, as the x86 kernels round) decoded as fp16(amax / 127)
+// * q; Q8_K: q = min(127, round(x * -127 / max)) with max the signed value of largest
+// magnitude, decoded as the float (1 / (-127 / max)) * q; F16 / BF16: the nearest such value;
+// F32: unchanged. The row length must be a multiple of the block. Q8_1's fp16 block sum enters
+// ggml's Q4_1 / Q5_1 products as m * s instead of m * sum(d q) (a relative 2^-11 of the
+// min term); that difference is not modelled.
+void round_activations(ActivationType type, std::span<float> row);
+
 }  // namespace cdq

@@ -26,6 +26,11 @@ bool gradient_from_gptq(const SolverOptions& options) {
 void start_rtn(const Matrix& w, const Matrix& h, const SolverOptions& options, SolveResult& res,
                StageState& state) {
   round_start(w, h, options.grid, options, res, state);
+  // On a format's grid, rounding to nearest is what the format's own quantizer does.
+  if (options.constraint != nullptr && !options.constraint->rule_codes.empty()) {
+    CDQ_ASSERT(options.constraint->rule_codes.size() == res.codes.size());
+    res.codes = options.constraint->rule_codes;
+  }
 }
 
 void start_owc(const Matrix& w, const Matrix& h, const SolverOptions& options, SolveResult& res,
