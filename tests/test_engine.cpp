@@ -152,13 +152,13 @@ std::vector<std::string> rtn(const std::string& model, const std::string& type) 
 }
 
 // llama2.c source (stories260K, its llama2.c tokenizer as a "llama" vocabulary): the float
-// types and the 32-weight block types (dim 64 fits no 256-weight block).
+// types and the 32-weight block types, IQ4_NL included (dim 64 fits no 256-weight block).
 TEST_F(Engine, Llama2cSourceEveryLegacyType) {
   require_engine();
   if (IsSkipped()) return;
   const std::string m = test::stories260k_path();
   check("s-F32", rtn(m, "F32"), real_text());
-  for (const char* t : {"F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"})
+  for (const char* t : {"F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "IQ4_NL"})
     check(std::string("s-") + t, rtn(m, t), real_text(), "s-F32");
 }
 
@@ -201,13 +201,13 @@ TEST_F(Engine, SentencePieceVocabulary) {
 }
 
 // HF source with a byte-level BPE (gpt2) vocabulary and no merges, d_in multiples of 256: the
-// K-quants and llama.cpp's mixes.
+// K-quants, llama.cpp's mixes and IQ4_NL / IQ4_XS.
 TEST_F(Engine, HfSourceKQuantsAndMixes) {
   require_hf();
   if (IsSkipped()) return;
   check("h-F32", rtn(hf_dir(), "F32"), real_text());
   for (const char* t : {"F16", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q3_K_S", "Q3_K_M",
-                        "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M"})
+                        "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "IQ4_NL", "IQ4_XS"})
     check(std::string("h-") + t, rtn(hf_dir(), t), real_text(), "h-F32");
 }
 
