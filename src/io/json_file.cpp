@@ -8,17 +8,15 @@
 #include <cstring>
 #include <filesystem>
 
+#include "io/json_limits.hpp"
+
 namespace cdq {
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 json read_json_file(const std::string& path) {
-  try {
-    return json::parse(read_file(path));
-  } catch (const json::exception& e) {
-    fail("{}: invalid JSON: {}", path, e.what());
-  }
+  return parse_json_text(read_file(path), path);
 }
 
 void write_json_file(const std::string& path, const json& j) {
