@@ -3,6 +3,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cdquant/error.hpp>
+#include <new>
 
 #include "commands.hpp"
 
@@ -17,6 +18,13 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const cdq::Error& e) {
     fmt::print(stderr, "error: {}\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    // The sizes were checked where they are known; this is the last resort, for sizes no
+    // check foresaw.
+    fmt::print(stderr,
+               "error: out of memory: a size the input files or the options ask for is more "
+               "than this machine can allocate\n");
     return 1;
   } catch (const std::exception& e) {
     fmt::print(stderr, "error: {}\n", e.what());
