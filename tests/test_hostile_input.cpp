@@ -236,7 +236,7 @@ TEST(DegenerateCalibrationText, IsMeasuredAndWarnedAbout) {
   const std::string real =
       test::read_file(test::shared_dir() + "/data/frankenstein.txt").substr(0, 200000);
   const CalibrationTextStats good = measure_calibration_text(real, windows_of(*tok, real));
-  EXPECT_GT(good.distinct, 200u);
+  EXPECT_GT(good.distinct, 100u);  // of 1024 tokens
   EXPECT_GT(good.entropy_bits, 6.0);
   EXPECT_EQ(good.non_text_fraction, 0.0);
   EXPECT_EQ(degenerate_calibration_warning(good), "");

@@ -42,8 +42,9 @@ struct CalibrationTextStats {
 CalibrationTextStats measure_calibration_text(std::string_view text,
                                               const std::vector<std::vector<int>>& windows);
 
-// A warning naming what was measured when the text is degenerate (under 32 distinct tokens,
-// entropy under 3 bits, or over 1% non-text bytes); "" when it looks like text.
+// A warning naming what was measured when the text is degenerate (fewer than 32 distinct
+// tokens, or than one per 8 tokens in small samples; entropy under 3 bits; or over 1% non-text
+// bytes); "" when it looks like text.
 std::string degenerate_calibration_warning(const CalibrationTextStats& stats);
 
 }  // namespace cdq

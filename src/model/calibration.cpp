@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cdquant/calibration.hpp>
 #include <cdquant/error.hpp>
 #include <cdquant/rng.hpp>
@@ -122,7 +123,9 @@ CalibrationTextStats measure_calibration_text(std::string_view text,
 }
 
 std::string degenerate_calibration_warning(const CalibrationTextStats& s) {
-  if (s.distinct >= 32 && s.entropy_bits >= 3.0 && s.non_text_fraction <= 0.01) return "";
+  // Few windows hold few distinct tokens even of real text: at most one per 8 tokens is asked.
+  const uint64_t min_distinct = std::min<uint64_t>(32, std::max<uint64_t>(2, s.tokens / 8));
+  if (s.distinct >= min_distinct && s.entropy_bits >= 3.0 && s.non_text_fraction <= 0.01) return "";
   return fmt::format(
       "the calibration text does not look like natural text: its windows hold {} distinct "
       "tokens among {} (entropy {:.2f} bits) and {:.1f}% of its bytes are control bytes or "
