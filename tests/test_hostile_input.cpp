@@ -5,13 +5,16 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cdquant/calibration.hpp>
 #include <cdquant/decoder.hpp>
 #include <cdquant/error.hpp>
+#include <cdquant/eval.hpp>
 #include <cdquant/forward.hpp>
 #include <cdquant/gguf.hpp>
 #include <cdquant/safetensors.hpp>
 #include <cdquant/tokenizer.hpp>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <functional>
@@ -220,6 +223,21 @@ TEST(HostileContextLength, KvCacheGrowsWithUseNotWithTheClaimedContext) {
   ASSERT_EQ(static_cast<int64_t>(last.size()), full.cols);
   for (int64_t j = 0; j < full.cols; ++j)
     EXPECT_NEAR(last[static_cast<size_t>(j)], full(full.rows - 1, j), 1e-4f) << j;
+}
+
+// Defect 10: finite weights can still overflow in the forward pass; eval printed "ppl nan"
+// with exit 0. Now it refuses to report a non-finite log-likelihood.
+TEST(HostileWeights, EvalRefusesANonFiniteLogLikelihood) {
+  const ModelConfig c = test::tiny_config(16, 24, 2, 4, 2, 40, 32);
+  Model m = test::random_model(c, 5);
+  const std::vector<int> tokens = test::random_tokens(64, c.vocab_size, 6);
+  EvalOptions opt;
+  opt.ctx = 32;
+  EXPECT_TRUE(std::isfinite(evaluate(m, tokens, opt).ppl));
+  // Finite weights whose FFN inputs overflow to +-Inf (and silu(-Inf) = NaN).
+  for (BlockWeights& b : m.blocks) std::fill(b.ffn_norm.begin(), b.ffn_norm.end(), 3e38f);
+  EXPECT_THAT(error_of([&] { evaluate(m, tokens, opt); }),
+              HasSubstr("eval: the model's log-likelihood is"));
 }
 
 // ---------------------------------------------------------------------------------------------
