@@ -17,6 +17,7 @@
 #include <cdquant/sampling.hpp>
 #include <cdquant/text_file.hpp>
 #include <cdquant/tokenizer.hpp>
+#include <cmath>
 #include <functional>
 #include <map>
 
@@ -32,6 +33,7 @@ namespace cdq {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 using test::error_of;
 
@@ -575,6 +577,93 @@ TEST(GgufModel, CliQuantizesToGgufAndEvalReadsIt) {
                      eval_text(), "--ctx", "64", "--max-windows", "2", "--quiet"});
   ASSERT_EQ(k.exit_code, 0) << k.err;
   EXPECT_THAT(k.out, HasSubstr("KL"));
+}
+
+// Defect 6: block_count 2^30 made load_model reserve 400 GB of blocks before any tensor was
+// checked (std::bad_alloc); the count is checked against the tensors the file holds.
+TEST(GgufModel, BlockCountBeyondTheTensorsIsRefusedAtOpen) {
+  test::TempDir dir;
+  const ModelConfig c = test::tiny_config(32, 64, 2, 4, 2, 40, 16);
+  const std::string good = dir.file("good.gguf");
+  GgufExportOptions opt;
+  opt.type = "F32";
+  write_gguf_model(test::random_model(c, 1), letter_vocab(40), good, opt);
+  const std::string bad = dir.file("blocks.gguf");
+  rewrite(good, bad, [](std::string& k, GgufValue& v) {
+    if (k == "llama.block_count") v = GgufValue::scalar<uint32_t>(1u << 30);
+    return true;
+  });
+  EXPECT_THAT(error_of([&] { load_model(bad); }),
+              HasSubstr("llama.block_count is 1073741824 but the file holds 20 tensors and no "
+                        "blk.1073741823.attn_norm.weight"));
+  rewrite(good, bad, [](std::string& k, GgufValue& v) {
+    if (k == "llama.block_count") v = GgufValue::scalar<uint32_t>(3);
+    return true;
+  });
+  EXPECT_THAT(error_of([&] { open_model(bad); }), HasSubstr("block_count is 3"));
+  // Token ids must lie in the vocabulary (they index the embedding).
+  rewrite(good, bad, [](std::string& k, GgufValue& v) {
+    if (k == "tokenizer.ggml.bos_token_id") v = GgufValue::scalar<uint32_t>(4000000000u);
+    return true;
+  });
+  EXPECT_THAT(error_of([&] { open_model(bad); }),
+              HasSubstr("tokenizer.ggml.bos_token_id = 4000000000 is outside the vocabulary"));
+}
+
+// Defect 6: context_length 16M made generate allocate 6.3 GB of KV cache up front; the cache
+// now grows with prompt + max_tokens.
+TEST(GgufModel, GenerateWithAHugeClaimedContextAllocatesOnlyWhatItUses) {
+  test::TempDir dir;
+  const ModelConfig c = test::tiny_config(32, 64, 2, 4, 2, 40, 16);
+  const std::string good = dir.file("good.gguf");
+  GgufExportOptions opt;
+  opt.type = "F32";
+  write_gguf_model(test::random_model(c, 1), letter_vocab(40), good, opt);
+  const std::string big = dir.file("context.gguf");
+  rewrite(good, big, [](std::string& k, GgufValue& v) {
+    if (k == "llama.context_length") v = GgufValue::scalar<uint32_t>(1u << 30);
+    return true;
+  });
+  const auto g = test::run_cli({"generate", "--model", big, "--max-tokens", "8", "--seed", "1"});
+  EXPECT_EQ(g.exit_code, 0) << g.err;
+  EXPECT_THAT(g.err, Not(HasSubstr("bad_alloc")));
+}
+
+// Defect 10: a NaN or Inf in the embedding or the final norm passed through quantize, eval and
+// generate; every tensor is now checked finite at load, naming the tensor and the file.
+TEST(GgufModel, NonFiniteTensorsAreRefusedAtLoadByName) {
+  test::TempDir dir;
+  const ModelConfig c = test::tiny_config(32, 64, 2, 4, 2, 40, 16);
+  const Model m = test::random_model(c, 1);
+  GgufExportOptions opt;
+  opt.type = "F32";
+  struct Case {
+    const char* file;
+    std::function<void(Model&)> poison;
+    const char* tensor;
+  };
+  const Case cases[] = {
+      {"emb.gguf", [](Model& x) { x.tok_embeddings(3, 5) = std::nanf(""); },
+       "tensor tok_embeddings has a non-finite value (nan at [3, 5])"},
+      {"norm.gguf", [](Model& x) { x.final_norm[7] = INFINITY; },
+       "tensor final_norm has a non-finite value (inf at [7])"},
+      {"ffn.gguf", [](Model& x) { x.blocks[1].ffn_norm[0] = -INFINITY; },
+       "tensor blocks.1.ffn_norm has a non-finite value (-inf at [0])"},
+      {"wv.gguf", [](Model& x) { x.blocks[0].wv(1, 2) = std::nanf(""); },
+       "tensor blocks.0.wv has a non-finite value (nan at [1, 2])"},
+  };
+  for (const Case& k : cases) {
+    Model bad = m;
+    k.poison(bad);
+    const std::string path = dir.file(k.file);
+    write_gguf_model(bad, letter_vocab(40), path, opt);
+    const std::string err = error_of([&] { load_model(path); });
+    EXPECT_THAT(err, HasSubstr(path + ": " + k.tensor)) << k.file;
+    const auto e = test::run_cli({"eval", "--model", path, "--text", eval_text(), "--ctx", "16",
+                                  "--max-windows", "1", "--quiet"});
+    EXPECT_EQ(e.exit_code, 1) << k.file;
+    EXPECT_THAT(e.err, HasSubstr(k.tensor)) << k.file;
+  }
 }
 
 }  // namespace

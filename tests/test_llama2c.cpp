@@ -20,7 +20,8 @@ using test::TempDir;
 using ::testing::HasSubstr;
 
 bool same_floats(std::span<const float> a, std::span<const float> b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size_bytes()) == 0;
+  return a.size() == b.size() &&
+         (a.empty() || std::memcmp(a.data(), b.data(), a.size_bytes()) == 0);
 }
 
 bool same_matrix(const Matrix& a, const Matrix& b) {

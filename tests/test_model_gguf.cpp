@@ -23,7 +23,8 @@ using ::testing::HasSubstr;
 using test::error_of;
 
 bool same_bits(std::span<const float> a, std::span<const float> b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size_bytes()) == 0;
+  return a.size() == b.size() &&
+         (a.empty() || std::memcmp(a.data(), b.data(), a.size_bytes()) == 0);
 }
 
 // Writes a model as llama.cpp would: q/k rows interleaved for llama, rotate-half for qwen2.

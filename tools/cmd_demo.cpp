@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <sstream>
 
+#include "cli_checks.hpp"
 #include "commands.hpp"
 #include "solver_flags.hpp"
 
@@ -103,7 +104,9 @@ void register_demo(CLI::App& app, const std::string& exe) {
   cmd->add_option("--ctx", f->options.eval_ctx, "Evaluation window length")->capture_default_str();
   cmd->add_option("--max-windows", f->options.max_windows, "Evaluation windows (0 = all)")
       ->capture_default_str();
-  cmd->add_option("--seed", f->options.seed, "Calibration sampling seed")->capture_default_str();
+  cmd->add_option("--seed", f->options.seed, "Calibration sampling seed")
+      ->check(kSeed)
+      ->capture_default_str();
   add_solver_flags(cmd, f->solver, /*grid_flags=*/false);
   cmd->callback([f, exe] { run(*f, exe); });
 }

@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "cli_checks.hpp"
 #include "commands.hpp"
 
 namespace cdq::cli {
@@ -128,7 +129,7 @@ void register_eval(CLI::App& app) {
   cmd->add_option("--ctx", f->ctx, "Tokens per window (default: the model's context, at most 2048)")
       ->check(CLI::Range(2, 1 << 20));
   cmd->add_option("--max-windows", f->max_windows, "Evaluate at most this many windows")
-      ->check(CLI::NonNegativeNumber);
+      ->check(kNonNegative);
   cmd->add_option("--quantized", f->quantized,
                   "Second checkpoint compared against --model on the same windows");
   cmd->add_flag("--no-bos", f->no_bos,

@@ -11,6 +11,7 @@
 #include <cdquant/tokenizer.hpp>
 #include <cstdio>
 
+#include "cli_checks.hpp"
 #include "commands.hpp"
 
 namespace cdq::cli {
@@ -80,21 +81,21 @@ void register_generate(CLI::App& app) {
                   "Tokenizer file (default: the one inside or beside the model)");
   cmd->add_option("--prompt", f->prompt, "Text every sample continues (default: none)");
   cmd->add_option("--samples", f->samples, "Number of independent samples")
-      ->check(CLI::PositiveNumber)
+      ->check(kPositive)
       ->capture_default_str();
   cmd->add_option("--max-tokens", f->sampling.max_tokens,
                   "New tokens per sample at most (the model's context also bounds it)")
-      ->check(CLI::PositiveNumber)
+      ->check(kPositive)
       ->capture_default_str();
   cmd->add_option("--temperature", f->sampling.temperature,
                   "Softmax temperature; 1 draws from the model's own distribution, 0 is greedy")
-      ->check(CLI::NonNegativeNumber)
+      ->check(kNonNegative)
       ->capture_default_str();
   cmd->add_option("--top-p", f->sampling.top_p,
                   "Nucleus sampling: draw among the most likely tokens holding this much mass")
       ->check(CLI::Range(0.0, 1.0))
       ->capture_default_str();
-  cmd->add_option("--seed", f->seed, "Seed of the sampling")->capture_default_str();
+  cmd->add_option("--seed", f->seed, "Seed of the sampling")->check(kSeed)->capture_default_str();
   cmd->add_option("--out", f->out, "Write the samples to this file instead of stdout");
   cmd->add_flag("--quiet", f->quiet, "No progress on stderr");
   cmd->callback([f] { run_generate(*f); });

@@ -11,6 +11,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "cli_checks.hpp"
 #include "commands.hpp"
 #include "solver_flags.hpp"
 
@@ -204,7 +205,9 @@ void register_layer(CLI::App& app) {
       ->delimiter(',')
       ->capture_default_str();
   add_solver_flags(cmd, args->solver);
-  cmd->add_option("--seed", args->seed, "seed of the --synthetic problem")->capture_default_str();
+  cmd->add_option("--seed", args->seed, "seed of the --synthetic problem")
+      ->check(kSeed)
+      ->capture_default_str();
   cmd->add_flag("--json", args->json,
                 "print a JSON list of {method, bits, group, objective, relative, seconds, "
                 "seconds_refine} instead of the table");

@@ -4,6 +4,7 @@
 #include <cdquant/output_format.hpp>
 #include <cdquant/quantize_job.hpp>
 
+#include "cli_checks.hpp"
 #include "commands.hpp"
 #include "solver_flags.hpp"
 
@@ -57,12 +58,13 @@ void register_quantize(CLI::App& app) {
   cmd->add_option("--tokenizer", flags->job.tokenizer_path,
                   "Tokenizer file (default: the one stored beside the model)");
   cmd->add_option("--nsamples", flags->job.nsamples, "Calibration windows")
-      ->check(CLI::PositiveNumber)
+      ->check(kPositive)
       ->capture_default_str();
   cmd->add_option("--seqlen", flags->job.seqlen,
                   "Tokens per calibration window (default: the model's context, at most 2048)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(kNonNegative);
   cmd->add_option("--seed", flags->job.seed, "Seed of the calibration sampling")
+      ->check(kSeed)
       ->capture_default_str();
   cmd->add_flag("--true-sequential", flags->job.quant.true_sequential,
                 "Refresh H after each group of linears (q/k/v, o, gate/up, down)");
@@ -103,6 +105,8 @@ void register_quantize(CLI::App& app) {
     job.quant.solver = flags->solver.to_options();
     job.quant.comm = communicator();
     const bool lead = job.quant.comm == nullptr || job.quant.comm->rank() == 0;
+    if (lead)
+      job.on_warning = [](const std::string& w) { fmt::print(stderr, "warning: {}\n", w); };
     if (!flags->quiet && lead) {
       job.quant.progress = print_progress;
       job.on_note = [](const std::string& n) { fmt::print(stderr, "note: {}\n", n); };

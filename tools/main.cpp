@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 #include <cdquant/error.hpp>
 #include <cdquant/output_file.hpp>
+#include <new>
 
 #include "commands.hpp"
 #ifdef CDQ_HAVE_MPI
@@ -38,6 +39,12 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const cdq::Error& e) {
     return fail(e.what());
+  } catch (const std::bad_alloc&) {
+    // The sizes were checked where they are known; this is the last resort, for sizes no
+    // check foresaw.
+    return fail(
+        "out of memory: a size the input files or the options ask for is more than this "
+        "machine can allocate");
   } catch (const std::exception& e) {
     return fail(e.what());
   }

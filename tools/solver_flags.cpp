@@ -2,6 +2,8 @@
 
 #include <omp.h>
 
+#include "cli_checks.hpp"
+
 namespace cdq::cli {
 
 void add_solver_flags(CLI::App* cmd, SolverFlags& f, bool grid_flags) {
@@ -12,7 +14,7 @@ void add_solver_flags(CLI::App* cmd, SolverFlags& f, bool grid_flags) {
     cmd->add_option("--group", f.group,
                     "Columns per quantization group along the input dimension; 0 = one group "
                     "per output channel. A ragged last group is allowed")
-        ->check(CLI::NonNegativeNumber)
+        ->check(kNonNegative)
         ->capture_default_str();
   }
   cmd->add_flag("--sym", f.sym, "Symmetric grid (zero point fixed at 2^(bits-1))");
@@ -29,7 +31,7 @@ void add_solver_flags(CLI::App* cmd, SolverFlags& f, bool grid_flags) {
       ->capture_default_str();
   cmd->add_option("--cd-budget", f.cd_budget,
                   "CD family: steps per row as a multiple of d_in (stops early at an optimum)")
-      ->check(CLI::PositiveNumber)
+      ->check(kPositive)
       ->capture_default_str();
   cmd->add_option("--cd-rescale", f.cd_rescale,
                   "CD family: rounds of refitting every group scale to the codes, each "
@@ -37,7 +39,7 @@ void add_solver_flags(CLI::App* cmd, SolverFlags& f, bool grid_flags) {
                   "asymmetric rows also try zero +-1. GGUF types: every block's fp16 d, and "
                   "K-quants' integer sub-scales within their bit fields; mins kept. "
                   "0 = codes only, on the start's grid")
-      ->check(CLI::NonNegativeNumber)
+      ->check(kNonNegative)
       ->capture_default_str();
   cmd->add_option("--bcd-block", f.bcd_block, "BCD: coordinates moved jointly per step")
       ->check(CLI::Range(2, 4))
@@ -62,7 +64,7 @@ void add_solver_flags(CLI::App* cmd, SolverFlags& f, bool grid_flags) {
       })
       ->capture_default_str();
   cmd->add_option("--threads", f.threads, "Threads (0 = all cores)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(kNonNegative)
       ->capture_default_str();
 }
 

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -27,5 +28,23 @@ std::vector<std::vector<int>> sample_calibration_text(std::string_view text,
                                                       int seqlen, uint64_t seed, bool prepend_bos,
                                                       int bos_id,
                                                       size_t max_whole_text_bytes = 1 << 20);
+
+// What a calibration text looks like: one repeated character, NUL bytes or random bytes are
+// accepted by the tokenizer but calibrate badly (measured on stories260K: KL 0.34 against 0.21
+// with real text), so the quantize job warns with these figures.
+struct CalibrationTextStats {
+  uint64_t tokens = 0;           // in the windows
+  uint64_t distinct = 0;         // distinct token ids among them
+  double entropy_bits = 0;       // of their frequency distribution
+  double non_text_fraction = 0;  // bytes of the text that are invalid UTF-8 or control bytes
+};                               // other than tab / newline / carriage return
+
+CalibrationTextStats measure_calibration_text(std::string_view text,
+                                              const std::vector<std::vector<int>>& windows);
+
+// A warning naming what was measured when the text is degenerate (fewer than 32 distinct
+// tokens, or than one per 8 tokens in small samples; entropy under 3 bits; or over 1% non-text
+// bytes); "" when it looks like text.
+std::string degenerate_calibration_warning(const CalibrationTextStats& stats);
 
 }  // namespace cdq

@@ -20,12 +20,16 @@ class Decoder {
   int64_t position() const { return pos_; }
   int64_t max_position() const { return model_.config.max_seq_len; }
   void reset() { pos_ = 0; }
+  // Positions the KV cache has room for now: it grows with use, up to max_position().
+  int64_t cache_capacity() const { return keys_.empty() ? 0 : keys_.front().rows; }
 
  private:
   void attend(const Matrix& q, int64_t layer, Matrix& out) const;
+  void reserve_position(int64_t pos);  // grows the cache to hold row pos
 
   const Model& model_;
-  std::vector<Matrix> keys_, values_;  // per layer [max_seq_len, kv_dim], rows 0..pos_-1 valid
+  std::vector<Matrix> keys_, values_;  // per layer [rows, kv_dim], rows <= max_seq_len grown
+                                       // on demand; rows 0..pos_-1 valid
   Matrix logits_;                      // [1, vocab]
   int64_t pos_ = 0;
 };

@@ -31,6 +31,8 @@ struct QuantizeJob {
   GgufExportOptions gguf;  // out_format "gguf": types, overrides (source/tokenizer filled in)
   GptqExportOptions gptq;  // out_format "gptq": side-tensor dtype, v1 for asymmetric grids
   std::function<void(const std::string&)> on_note;  // format notes (GGUF type fallbacks)
+  // Warnings the run goes on after (a degenerate calibration text); shown even when quiet.
+  std::function<void(const std::string&)> on_warning;
   std::function<void(const SelfCalibrationProgress&)> on_self_calibration;  // progress
 };
 

@@ -69,7 +69,11 @@ uint64_t ggml_row_bytes(GgmlType t, int64_t n) {
   CDQ_CHECK(n >= 0 && n % tr.block_size == 0,
             "{} stores whole blocks of {} weights; a row of {} does not fit", tr.name,
             tr.block_size, n);
-  return static_cast<uint64_t>(n / tr.block_size) * static_cast<uint64_t>(tr.type_size);
+  uint64_t bytes = 0;
+  CDQ_CHECK(!__builtin_mul_overflow(static_cast<uint64_t>(n / tr.block_size),
+                                    static_cast<uint64_t>(tr.type_size), &bytes),
+            "a {} row of {} weights takes more than 2^64 bytes", tr.name, n);
+  return bytes;
 }
 
 ActivationType ggml_vec_dot_type(GgmlType weight) {

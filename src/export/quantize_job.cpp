@@ -1,3 +1,5 @@
+#include <unistd.h>
+
 #include <algorithm>
 #include <cdquant/calibration.hpp>
 #include <cdquant/output_file.hpp>
@@ -69,8 +71,27 @@ std::vector<std::vector<int>> calibration_windows(const QuantizeJob& job, ModelR
       break;
   }
   const auto tokenizer = tokenizer_for_model(job.model_path, job.tokenizer_path);
-  return calibration_from_file(job.calib_path, *tokenizer, job.nsamples, seqlen, job.seed,
-                               reader.config().bos_id);
+  const std::string text = read_file(job.calib_path);
+  auto windows = sample_calibration_text(text, *tokenizer, job.nsamples, seqlen, job.seed, true,
+                                         reader.config().bos_id);
+  const std::string warning =
+      degenerate_calibration_warning(measure_calibration_text(text, windows));
+  if (!warning.empty() && job.on_warning) job.on_warning(job.calib_path + ": " + warning);
+  return windows;
+}
+
+// The block inputs, outputs and FFN activations of every calibration token are held at once:
+// at least (2 * dim + hidden) floats per token. A run that cannot fit even that is refused
+// before any work, with the sizes that made it too large (instead of std::bad_alloc later).
+void check_calibration_fits(const ModelConfig& c, int nsamples, int seqlen) {
+  const double tokens = static_cast<double>(nsamples) * seqlen;
+  const double bytes = tokens * (2.0 * c.dim + c.hidden_dim) * sizeof(float);
+  const double ram = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGE_SIZE);
+  CDQ_CHECK(ram <= 0 || bytes <= ram,
+            "--nsamples {} x --seqlen {} = {:.0f} calibration tokens need at least {:.1f} GB "
+            "of activations (dim {}, FFN {}), more than this machine's {:.1f} GB of memory: "
+            "lower --nsamples or --seqlen",
+            nsamples, seqlen, tokens, bytes / 1e9, c.dim, c.hidden_dim, ram / 1e9);
 }
 
 // The outputs may replace neither an input nor anything that is not an output, and their
@@ -110,6 +131,8 @@ QuantizeSummary run_quantize_job(const QuantizeJob& job) {
   const int seqlen = job.seqlen > 0 ? job.seqlen : std::min(config.max_seq_len, 2048);
   CDQ_CHECK(seqlen <= config.max_seq_len, "--seqlen {} exceeds the model's context of {}", seqlen,
             config.max_seq_len);
+  if (calibration_source(job) != CalibrationSource::None)
+    check_calibration_fits(config, job.nsamples, seqlen);
   GgufExportOptions gguf = job.gguf;
   gguf.source_path = job.model_path;
   if (gguf.tokenizer_path.empty()) gguf.tokenizer_path = job.tokenizer_path;

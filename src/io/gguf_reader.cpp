@@ -122,6 +122,14 @@ GgufTensorInfo read_tensor_info(Cursor& c) {
   if (t.dims[0] % static_cast<uint64_t>(tr->block_size) != 0)
     c.bad("tensor '{}' row length {} is not a multiple of the {} block size {}", t.name, t.dims[0],
           tr->name, tr->block_size);
+  // The byte count must not wrap (dims[0] = 2^62 of F32 would be 32 bytes): every later size
+  // (the data section check, tensor_bytes, the decoders) relies on it.
+  uint64_t row_bytes = 0, bytes = 0;
+  if (__builtin_mul_overflow(t.dims[0] / static_cast<uint64_t>(tr->block_size),
+                             static_cast<uint64_t>(tr->type_size), &row_bytes) ||
+      __builtin_mul_overflow(row_bytes, elements / t.dims[0], &bytes))
+    c.bad("tensor '{}' byte count overflows 64 bits ({} elements of {})", t.name, elements,
+          tr->name);
   t.offset = c.read<uint64_t>("tensor offset");
   return t;
 }

@@ -178,7 +178,11 @@ uint64_t GgufTensorInfo::n_elements() const {
 }
 
 uint64_t GgufTensorInfo::n_bytes() const {
-  return ggml_row_bytes(type, cols()) * static_cast<uint64_t>(rows());
+  uint64_t bytes = 0;
+  CDQ_CHECK(
+      !__builtin_mul_overflow(ggml_row_bytes(type, cols()), static_cast<uint64_t>(rows()), &bytes),
+      "GGUF tensor '{}' takes more than 2^64 bytes", name);
+  return bytes;
 }
 
 int64_t GgufTensorInfo::rows() const {

@@ -5,16 +5,14 @@
 #include <cdquant/output_file.hpp>
 #include <cdquant/text_file.hpp>
 
+#include "io/json_limits.hpp"
+
 namespace cdq {
 
 using json = nlohmann::json;
 
 json read_json_file(const std::string& path) {
-  try {
-    return json::parse(read_file(path));
-  } catch (const json::exception& e) {
-    fail("{}: invalid JSON: {}", path, e.what());
-  }
+  return parse_json_text(read_file(path), path);
 }
 
 void write_json_file(const std::string& path, const json& j) {

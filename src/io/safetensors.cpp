@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "io/json_limits.hpp"
 #include "io/mapped_file.hpp"
 
 namespace cdq {
@@ -33,7 +34,14 @@ uint64_t json_u64(const json& v, const std::string& where, const char* what) {
   return v.get<uint64_t>();
 }
 
+// Header structure: {name: {dtype, shape: [..], data_offsets: [b, e]}, "__metadata__": {k: v}}.
+// Three levels; a shape of more than 16 dimensions or a metadata object of more than 65,536
+// keys is no real checkpoint, and checking before parsing keeps a hostile header from costing
+// gigabytes of parsed JSON (the header may be 100 MB).
+const JsonLimits kHeaderLimits{.max_depth = 3, .max_elements = {UINT64_MAX, 1 << 16, 16}};
+
 json parse_header(const std::string& path, std::string_view text) {
+  check_json_limits(text, kHeaderLimits, path + ": safetensors header");
   // nlohmann keeps the last of duplicate keys silently; a duplicate tensor name is an error.
   std::set<std::string> seen;
   std::string duplicate;
@@ -136,6 +144,7 @@ std::string some_names(const std::map<std::string, TensorInfo, std::less<>>& ts)
 
 // Element i of a float tensor's raw bytes as float32.
 void convert_floats(DType dtype, const std::byte* src, size_t n, float* dst) {
+  if (n == 0) return;  // dst may be null (an empty vector's data()): memcpy(null, ..., 0) is UB
   switch (dtype) {
     case DType::F32:
       std::memcpy(dst, src, n * 4);

@@ -5,6 +5,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "io/json_limits.hpp"
+
 namespace cdq {
 
 namespace {
@@ -20,12 +22,7 @@ json read_index(const std::string& path) {
   CDQ_CHECK(in.good(), "{}: cannot open", path);
   std::stringstream ss;
   ss << in.rdbuf();
-  json index;
-  try {
-    index = json::parse(ss.str());
-  } catch (const json::exception& e) {
-    fail("{}: not valid JSON: {}", path, e.what());
-  }
+  const json index = parse_json_text(ss.str(), path);
   CDQ_CHECK(index.is_object() && index.contains("weight_map") && index["weight_map"].is_object(),
             "{}: expected an object with a 'weight_map' object", path);
   return index;

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "io/json_limits.hpp"
 #include "io/tokenizer_hf.hpp"
 #include "io/tokenizer_text.hpp"
 
@@ -19,22 +20,46 @@ std::string json_type(const json& j) {
                                                                       : std::string("?");
 }
 
-// The steps of a normalizer / pre-tokenizer, flattening "Sequence".
-std::vector<json> steps(const json& j, const char* list_key) {
-  if (j.is_null()) return {};
-  if (json_type(j) == "Sequence") {
-    std::vector<json> out;
-    for (const json& s : j.at(list_key)) {
-      auto inner = steps(s, list_key);
-      out.insert(out.end(), inner.begin(), inner.end());
-    }
-    return out;
+// Real tokenizers nest "Sequence" once or twice; the limit keeps the recursion below shallow
+// whatever the file says (the whole document's nesting is bounded too: kTokenizerJsonLimits).
+constexpr int kMaxSequenceDepth = 8;
+const JsonLimits kTokenizerJsonLimits{.max_depth = 64};
+
+// The steps of a normalizer / pre-tokenizer / post-processor, flattening "Sequence".
+void collect_steps(const json& j, const char* list_key, const std::string& what, int depth,
+                   std::vector<const json*>& out) {
+  if (j.is_null()) return;
+  if (json_type(j) != "Sequence") {
+    out.push_back(&j);
+    return;
   }
-  return {j};
+  CDQ_CHECK(depth < kMaxSequenceDepth, "{}: '{}' Sequence nested deeper than {} levels", what,
+            list_key, kMaxSequenceDepth);
+  for (const json& s : j.at(list_key)) collect_steps(s, list_key, what, depth + 1, out);
+}
+
+std::vector<const json*> steps(const json& j, const char* list_key, const std::string& what) {
+  std::vector<const json*> out;
+  collect_steps(j, list_key, what, 0, out);
+  return out;
+}
+
+// A token id: an integer in [0, 2^24) (a float or a huge value would not convert to int).
+int token_id(const json& id, const std::string& piece, const std::string& what) {
+  constexpr int64_t kMaxId = int64_t{1} << 24;
+  CDQ_CHECK(id.is_number_integer(), "{}: token '{}' has id {}, not an integer", what, piece,
+            id.dump());
+  const bool in_range = id.is_number_unsigned()
+                            ? id.get<uint64_t>() < uint64_t{kMaxId}
+                            : id.get<int64_t>() >= 0 && id.get<int64_t>() < kMaxId;
+  CDQ_CHECK(in_range, "{}: token '{}' has id {} out of range [0, {})", what, piece, id.dump(),
+            kMaxId);
+  return static_cast<int>(id.get<int64_t>());
 }
 
 void apply_normalizer(const json& norm, HfBpeConfig& cfg, const std::string& what) {
-  for (const json& s : steps(norm, "normalizers")) {
+  for (const json* step : steps(norm, "normalizers", what)) {
+    const json& s = *step;
     const std::string type = json_type(s);
     if (type == "Prepend") {
       CDQ_CHECK(s.value("prepend", "") == kSpaceSymbol,
@@ -56,7 +81,8 @@ void apply_normalizer(const json& norm, HfBpeConfig& cfg, const std::string& wha
 }
 
 void apply_pre_tokenizer(const json& pre, HfBpeConfig& cfg, const std::string& what) {
-  for (const json& s : steps(pre, "pretokenizers")) {
+  for (const json* step : steps(pre, "pretokenizers", what)) {
+    const json& s = *step;
     const std::string type = json_type(s);
     if (type == "ByteLevel") {
       cfg.byte_level = true;
@@ -104,8 +130,9 @@ void apply_pre_tokenizer(const json& pre, HfBpeConfig& cfg, const std::string& w
 }
 
 // The special token a TemplateProcessing post-processor puts first ("<s>"), if any.
-std::string template_bos(const json& post) {
-  for (const json& s : steps(post, "processors")) {
+std::string template_bos(const json& post, const std::string& what) {
+  for (const json* step : steps(post, "processors", what)) {
+    const json& s = *step;
     if (json_type(s) != "TemplateProcessing" || !s.contains("single")) continue;
     const json& single = s["single"];
     if (single.is_array() && !single.empty() && single[0].contains("SpecialToken"))
@@ -147,12 +174,7 @@ std::string read_text(const std::string& path) {
 std::unique_ptr<Tokenizer> parse_hf_tokenizer(std::string_view tokenizer_json,
                                               std::string_view config_json,
                                               const std::string& what) {
-  json j;
-  try {
-    j = json::parse(tokenizer_json);
-  } catch (const json::exception& e) {
-    fail("{}: not valid JSON: {}", what, e.what());
-  }
+  const json j = parse_json_text(tokenizer_json, what, kTokenizerJsonLimits);
   try {
     CDQ_CHECK(j.is_object() && j.contains("model"), "{}: no 'model' in tokenizer.json", what);
     const json& model = j["model"];
@@ -180,19 +202,23 @@ std::unique_ptr<Tokenizer> parse_hf_tokenizer(std::string_view tokenizer_json,
     HfBpeModel m;
     std::vector<std::pair<int, std::string>> entries;
     for (const auto& [piece, id] : model.at("vocab").items())
-      entries.emplace_back(id.get<int>(), piece);
+      entries.emplace_back(token_id(id, piece, what), piece);
     std::vector<std::pair<int, bool>> added;  // (id, special)
     for (const json& a : j.value("added_tokens", json::array())) {
-      const int id = a.at("id").get<int>();
-      entries.emplace_back(id, a.at("content").get<std::string>());
+      const std::string content = a.at("content").get<std::string>();
+      const int id = token_id(a.at("id"), content, what);
+      entries.emplace_back(id, content);
       added.emplace_back(id, a.value("special", false));
     }
     int n = 0;
-    for (const auto& [id, piece] : entries) {
-      CDQ_CHECK(id >= 0 && id < (1 << 24), "{}: token '{}' has id {} out of range", what, piece,
-                id);
-      n = std::max(n, id + 1);
-    }
+    for (const auto& [id, piece] : entries) n = std::max(n, id + 1);
+    // Ids are dense in real files; holes become placeholder tokens, so a few tokens with huge
+    // ids would make a vocabulary of millions from a tiny file. At most half may be holes.
+    const uint64_t max_n = 2 * static_cast<uint64_t>(entries.size()) + 1024;
+    CDQ_CHECK(static_cast<uint64_t>(n) <= max_n,
+              "{}: token ids reach {} but only {} tokens are defined (a vocabulary mostly of "
+              "holes; at most {} ids for {} tokens)",
+              what, n - 1, entries.size(), max_n, entries.size());
     m.tokens.assign(n, {});
     m.token_types.assign(n, static_cast<int32_t>(TokenType::Normal));
     std::vector<bool> seen(n, false);
@@ -240,12 +266,13 @@ std::unique_ptr<Tokenizer> parse_hf_tokenizer(std::string_view tokenizer_json,
     }
 
     // bos / eos: tokenizer_config.json first, then the post-processor template, then names.
-    std::string bos_name = template_bos(j.value("post_processor", json()));
+    std::string bos_name = template_bos(j.value("post_processor", json()), what);
     m.add_bos = !bos_name.empty();
     std::string eos_name;
     bool no_bos = false;  // tokenizer_config.json says "bos_token": null (Qwen2)
     if (!config_json.empty()) {
-      const json c = json::parse(config_json);
+      const json c =
+          parse_json_text(config_json, what + " (tokenizer_config.json)", kTokenizerJsonLimits);
       no_bos = c.contains("bos_token") && c["bos_token"].is_null();
       if (c.contains("bos_token") && !token_content(c["bos_token"]).empty())
         bos_name = token_content(c["bos_token"]);

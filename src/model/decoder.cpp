@@ -10,10 +10,24 @@
 
 namespace cdq {
 
+// The cache grows with the positions used (doubling, capped at max_seq_len) instead of holding
+// max_seq_len rows from the start: a GGUF may claim a context of millions of tokens, and
+// generate uses prompt + max_tokens of them.
 Decoder::Decoder(const Model& model) : model_(model) {
   const ModelConfig& c = model.config;
-  keys_.assign(static_cast<size_t>(c.n_layers), Matrix(c.max_seq_len, c.kv_dim()));
-  values_.assign(static_cast<size_t>(c.n_layers), Matrix(c.max_seq_len, c.kv_dim()));
+  keys_.assign(static_cast<size_t>(c.n_layers), Matrix(0, c.kv_dim()));
+  values_.assign(static_cast<size_t>(c.n_layers), Matrix(0, c.kv_dim()));
+}
+
+void Decoder::reserve_position(int64_t pos) {
+  if (keys_.empty() || pos < keys_.front().rows) return;
+  const int64_t rows =
+      std::min<int64_t>(std::max<int64_t>(2 * keys_.front().rows, 64), model_.config.max_seq_len);
+  for (auto* cache : {&keys_, &values_})
+    for (Matrix& m : *cache) {
+      m.data.resize(static_cast<size_t>(rows * m.cols));
+      m.rows = rows;
+    }
 }
 
 // out [1, q_dim]: every query head of q [1, q_dim] over cached positions 0..pos_ of its kv
@@ -54,6 +68,7 @@ std::span<const float> Decoder::step(int token) {
   CDQ_CHECK(token >= 0 && token < model_.tok_embeddings.rows,
             "decode: token id {} at position {} is outside the vocabulary [0, {})", token, pos_,
             model_.tok_embeddings.rows);
+  reserve_position(pos_);
   const int ids[1] = {token};
   Matrix x = embed_tokens(model_.tok_embeddings, ids);  // [1, dim]
   Matrix a, q, kv, att(1, c.q_dim()), y;

@@ -158,6 +158,11 @@ EvalResult evaluate(const Model& model, std::span<const int> stream, const EvalO
   const double n = static_cast<double>(total.scored);
   r.scored = total.scored;
   r.nll = total.nll / n;
+  // Finite weights can still overflow in the forward pass: a NaN result is no perplexity.
+  CDQ_CHECK(std::isfinite(r.nll),
+            "eval: the model's log-likelihood is {} (its activations "
+            "overflow): no perplexity to report",
+            r.nll);
   r.ppl = std::exp(r.nll);
   r.entropy = total.entropy / n;
   r.nll_se = standard_error(r.window_nll);
@@ -167,6 +172,10 @@ EvalResult evaluate(const Model& model, std::span<const int> stream, const EvalO
     r.kl_se = standard_error(r.window_kl);
     r.compared = true;
     r.nll_other = total.nll_other / n;
+    CDQ_CHECK(std::isfinite(r.nll_other) && std::isfinite(total.kl),
+              "eval: the second model's log-likelihood is {} and the KL {} (its activations "
+              "overflow): nothing to report",
+              r.nll_other, total.kl / n);
     r.ppl_other = std::exp(r.nll_other);
     r.entropy_other = total.entropy_other / n;
     r.kl = total.kl / n;

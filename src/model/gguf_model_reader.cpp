@@ -55,10 +55,16 @@ class GgufModelReader final : public ModelReader {
                 path, arch, v->as_uint(), emb.dims[1]);
     c.tied_embeddings = file_.find_tensor("output.weight") == nullptr;
     c.qkv_bias = file_.find_tensor("blk.0.attn_q.bias") != nullptr;
-    if (const GgufValue* b = file_.find("tokenizer.ggml.bos_token_id"))
-      c.bos_id = static_cast<int>(b->as_uint());
-    if (const GgufValue* e = file_.find("tokenizer.ggml.eos_token_id"))
-      c.eos_id = static_cast<int>(e->as_uint());
+    c.bos_id = token_id("tokenizer.ggml.bos_token_id", c.bos_id);
+    c.eos_id = token_id("tokenizer.ggml.eos_token_id", c.eos_id);
+    // Every block has at least nine tensors: a block_count beyond what the file holds is
+    // refused here, before anything is sized by it.
+    const std::string last = fmt::format("blk.{}.attn_norm.weight", c.n_layers - 1);
+    CDQ_CHECK(c.n_layers >= 1 && file_.tensors().size() / 9 >= static_cast<size_t>(c.n_layers) &&
+                  file_.find_tensor(last) != nullptr,
+              "{}: {}.block_count is {} but the file holds {} tensors{}", path, arch, c.n_layers,
+              file_.tensors().size(),
+              c.n_layers >= 1 && file_.find_tensor(last) == nullptr ? " and no " + last : "");
     try {
       check_config(c);
     } catch (const Error& e) {
@@ -129,6 +135,16 @@ class GgufModelReader final : public ModelReader {
     const uint64_t x = v->as_uint();
     CDQ_CHECK(x <= (1u << 30), "{}: '{}' = {} is out of range", file_.path(), k, x);
     return static_cast<int>(x);
+  }
+  // A token id key, if present: below the vocabulary (the embedding's rows).
+  int token_id(const char* key, int fallback) const {
+    const GgufValue* v = file_.find(key);
+    if (v == nullptr) return fallback;
+    const uint64_t id = v->as_uint();
+    CDQ_CHECK(id < static_cast<uint64_t>(config_.vocab_size),
+              "{}: {} = {} is outside the vocabulary [0, {})", file_.path(), key, id,
+              config_.vocab_size);
+    return static_cast<int>(id);
   }
   static std::string shape(const GgufTensorInfo& t) {
     return fmt::format("[{}]", fmt::join(t.dims, ", "));

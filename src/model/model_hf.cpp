@@ -37,13 +37,21 @@ double get_num_or(const nlohmann::json& j, const char* key, double fallback,
   return j[key].get<double>();
 }
 
-// bos/eos ids may be an int, a list (first is used) or null.
-int token_id(const nlohmann::json& j, const char* key, int fallback) {
+// bos/eos ids may be an int, a list (first is used) or null; an id must lie in [0, vocab_size).
+int token_id(const nlohmann::json& j, const char* key, int fallback, int vocab_size,
+             const std::string& what) {
   if (!j.contains(key)) return fallback;
   const auto& v = j[key];
-  if (v.is_number_integer()) return v.get<int>();
-  if (v.is_array() && !v.empty() && v[0].is_number_integer()) return v[0].get<int>();
-  return fallback;
+  const nlohmann::json* id = nullptr;
+  if (v.is_number_integer()) id = &v;
+  if (v.is_array() && !v.empty() && v[0].is_number_integer()) id = &v[0];
+  if (id == nullptr) return fallback;
+  const bool in_range = id->is_number_unsigned()
+                            ? id->get<uint64_t>() < static_cast<uint64_t>(vocab_size)
+                            : id->get<int64_t>() >= 0 && id->get<int64_t>() < vocab_size;
+  CDQ_CHECK(in_range, "{}: config.json {} {} is outside the vocabulary [0, {})", what, key,
+            id->dump(), vocab_size);
+  return static_cast<int>(id->get<int64_t>());
 }
 
 std::string architecture(const nlohmann::json& j, const std::string& what) {
@@ -78,6 +86,13 @@ HfModelReader::HfModelReader(const std::string& path, const Hooks& hooks) : path
   st_ = std::make_unique<SafetensorsDir>(path);
   if (!j.contains("tie_word_embeddings"))  // not stated: tied exactly when lm_head is absent
     config_.tied_embeddings = !st_->contains("lm_head.weight");
+  // Every block has at least nine tensors: a num_hidden_layers beyond what the files hold is
+  // refused here, before anything is sized by it.
+  const std::string last =
+      fmt::format("model.layers.{}.input_layernorm.weight", config_.n_layers - 1);
+  CDQ_CHECK(st_->names().size() / 9 >= static_cast<size_t>(config_.n_layers) && st_->contains(last),
+            "{}: num_hidden_layers is {} but the checkpoint holds {} tensors{}", path,
+            config_.n_layers, st_->names().size(), st_->contains(last) ? "" : " and no " + last);
   if (hooks.on_tensors) hooks.on_tensors(*st_);
   if (!config_.tied_embeddings)
     CDQ_CHECK(st_->contains("lm_head.weight"),
@@ -158,8 +173,8 @@ ModelConfig hf_model_config(const nlohmann::json& j, const std::string& what) {
   c.norm_eps = static_cast<float>(get_num_or(j, "rms_norm_eps", 1e-6, what));
   c.tied_embeddings = j.value("tie_word_embeddings", false);
   c.qkv_bias = c.arch == "qwen2";
-  c.bos_id = token_id(j, "bos_token_id", c.bos_id);
-  c.eos_id = token_id(j, "eos_token_id", c.eos_id);
+  c.bos_id = token_id(j, "bos_token_id", c.bos_id, c.vocab_size, what);
+  c.eos_id = token_id(j, "eos_token_id", c.eos_id, c.vocab_size, what);
   if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
     const auto& rs = j["rope_scaling"];
     const std::string type = rs.is_object() ? rs.value("rope_type", rs.value("type", "?")) : "?";

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "model/finite_check.hpp"
 #include "model/gguf_model_reader.hpp"
 #include "model/gptq_config.hpp"
 #include "model/llama2c.hpp"
@@ -17,7 +18,9 @@ namespace cdq {
 
 namespace fs = std::filesystem;
 
-std::unique_ptr<ModelReader> open_model(const std::string& path) {
+namespace {
+
+std::unique_ptr<ModelReader> open_by_format(const std::string& path) {
   std::error_code ec;
   CDQ_CHECK(fs::exists(path, ec), "{}: no such file or directory", path);
   if (fs::is_directory(path, ec)) {
@@ -41,6 +44,12 @@ std::unique_ptr<ModelReader> open_model(const std::string& path) {
   if (std::memcmp(magic, "GGUF", 4) == 0) return open_gguf_model(path);
   // No magic in the llama2.c legacy format: the reader validates the header and the size.
   return open_llama2c(path);
+}
+
+}  // namespace
+
+std::unique_ptr<ModelReader> open_model(const std::string& path) {
+  return finite_checked(open_by_format(path), path);
 }
 
 std::string find_tokenizer_for(const std::string& model_path) {

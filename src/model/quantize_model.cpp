@@ -92,7 +92,12 @@ LinearResult solve_linear(int layer, Linear l, BlockWeights& block, const Matrix
   else if (options.choose_grid)
     constraint = options.choose_grid(layer, l, w, h);
   if (constraint) so.constraint = &*constraint;
-  SolveResult r = solve_layer(w, h, options.method, so);
+  SolveResult r;
+  try {
+    r = solve_layer(w, h, options.method, so);
+  } catch (const Error& e) {  // the solver knows matrices, not tensors: name the linear here
+    fail("layer {} linear {}: {}", layer, linear_name(l), e.what());
+  }
   LinearResult out;
   out.layer = layer;
   out.linear = l;

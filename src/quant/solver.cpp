@@ -3,6 +3,7 @@
 #include <cdquant/solver.hpp>
 #include <chrono>
 #include <cmath>
+#include <utility>
 
 #include "linalg/linalg.hpp"
 #include "quant/method_stages.hpp"
@@ -22,8 +23,14 @@ void validate_layer_problem(const Matrix& w, const Matrix& h) {
   CDQ_CHECK(h.rows == h.cols, "H must be square, got {}x{}", h.rows, h.cols);
   CDQ_CHECK(h.rows == w.cols, "shape mismatch: W is [{}, {}] so H must be [{}, {}], got [{}, {}]",
             w.rows, w.cols, w.cols, w.cols, h.rows, h.cols);
-  CDQ_CHECK(all_finite(w.span()), "W contains NaN or Inf");
-  CDQ_CHECK(all_finite(h.span()), "H contains NaN or Inf");
+  const std::pair<const Matrix*, const char*> inputs[] = {{&w, "W"}, {&h, "H"}};
+  for (const auto& [m, name] : inputs) {
+    if (all_finite(m->span())) continue;
+    int64_t i = 0;
+    while (std::isfinite(m->data[static_cast<size_t>(i)])) ++i;
+    fail("{} contains NaN or Inf ({}[{}, {}] = {})", name, name, i / m->cols, i % m->cols,
+         m->data[static_cast<size_t>(i)]);
+  }
   for (int64_t i = 0; i < h.rows; ++i) {
     CDQ_CHECK(h(i, i) >= 0.0f, "H is not positive semi-definite: H[{},{}] = {}", i, i, h(i, i));
     for (int64_t j = i + 1; j < h.cols; ++j) {
