@@ -37,7 +37,9 @@ struct GgufExportOptions {
   // inside / beside the source model at source_path (load_model_tokenizer).
   std::string tokenizer_path;
   std::string source_path;
-  std::string name;  // general.name; "": the output file's stem
+  // general.name; "": the input's (a GGUF source's general.name, else source_path's stem, else
+  // "model"), never the output's file name.
+  std::string name;
 };
 
 // The type of every tensor of a model. Norms and biases are always F32.

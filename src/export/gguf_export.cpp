@@ -14,6 +14,7 @@
 #include <cdquant/gguf.hpp>
 #include <cdquant/gguf_export.hpp>
 #include <cdquant/half.hpp>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -61,8 +62,29 @@ std::vector<uint8_t> f32_bytes(const std::vector<float>& v) {
   return out;
 }
 
-std::string default_name(const std::string& out_path) {
-  return std::filesystem::path(out_path).stem().string();
+// general.name comes from the input, never the output's file name (so the same run written
+// under two names gives the same bytes): a GGUF input's own general.name, else the input's stem
+// (a file's name without its extension, a folder's name), else "model".
+std::string default_name(const std::string& source_path) {
+  namespace fs = std::filesystem;
+  if (source_path.empty()) return "model";
+  std::error_code ec;
+  if (fs::is_regular_file(source_path, ec)) {
+    char magic[4] = {};
+    std::FILE* f = std::fopen(source_path.c_str(), "rb");
+    const bool gguf =
+        f != nullptr && std::fread(magic, 1, 4, f) == 4 && std::memcmp(magic, "GGUF", 4) == 0;
+    if (f != nullptr) std::fclose(f);
+    if (gguf) {
+      const GgufReader in(source_path);
+      const GgufValue* v = in.find("general.name");
+      if (v != nullptr && v->type() == GgufType::String && !v->str().empty()) return v->str();
+    }
+  }
+  fs::path p(source_path);
+  if (!p.has_filename()) p = p.parent_path();  // "dir/" names dir
+  const std::string stem = p.stem().string();
+  return stem.empty() || stem == "." || stem == ".." ? "model" : stem;
 }
 
 }  // namespace
@@ -157,7 +179,7 @@ GgufModelWriter::GgufModelWriter(ModelReader& source, const std::string& out_pat
     : impl_(std::make_unique<Impl>(source, out_path, options)) {
   Impl& m = *impl_;
   set_gguf_model_metadata(m.out, m.config, vocab,
-                          options.name.empty() ? default_name(out_path) : options.name,
+                          options.name.empty() ? default_name(options.source_path) : options.name,
                           m.plan.file_type(), m.plan.any_quantized());
   m.declare();
   m.out.write_header();
