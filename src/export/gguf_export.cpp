@@ -140,9 +140,14 @@ struct GgufModelWriter::Impl {
   std::optional<GridConstraint> choose(int layer, Linear l, const Matrix& w, const Matrix& h) {
     const GgmlType t = plan.linear(layer, l);
     if (!ggml_traits(t).quantized()) return GridConstraint::kept(float_grid(w, t));
-    std::vector<float> imp;
-    if (options.importance) imp = ggml_importance(h);
-    QuantizedBlocks qb = choose_block_scales(w, t, imp.empty() ? nullptr : imp.data());
+    QuantizedBlocks qb;
+    if (options.hqq_block_scales && ggml_has_min(t)) {
+      qb = choose_block_scales_hqq(w, t);
+    } else {
+      std::vector<float> imp;
+      if (options.importance) imp = ggml_importance(h);
+      qb = choose_block_scales(w, t, imp.empty() ? nullptr : imp.data());
+    }
     const SubScaleRange range = ggml_sub_scale_range(t);
     GridConstraint g =
         GridConstraint::ggml_block(qb.to_grid(), qb.group_sub_scales(),
@@ -191,6 +196,30 @@ GgufModelWriter::~GgufModelWriter() = default;
 
 const GgufPlan& GgufModelWriter::plan() const {
   return impl_->plan;
+}
+
+std::vector<std::string> GgufModelWriter::notes() const {
+  const Impl& m = *impl_;
+  std::vector<std::string> out = m.plan.notes();
+  if (!m.options.hqq_block_scales) return out;
+  std::vector<GgmlType> symmetric;
+  for (int i = 0; i < m.config.n_layers; ++i)
+    for (Linear l : kAllLinears) {
+      const GgmlType t = m.plan.linear(i, l);
+      if (ggml_traits(t).quantized() && !ggml_has_min(t) &&
+          std::find(symmetric.begin(), symmetric.end(), t) == symmetric.end())
+        symmetric.push_back(t);
+    }
+  if (symmetric.empty()) return out;
+  std::string names;
+  for (GgmlType t : symmetric)
+    names += fmt::format("{}{}", names.empty() ? "" : ", ", ggml_type_name(t));
+  out.push_back(fmt::format(
+      "hqq: {} {} no mins (symmetric blocks), so HQQ has no zero point to fit there: those "
+      "tensors take ggml's own block scales; HQQ fits the blocks of Q4_1, Q5_1, Q2_K, Q4_K and "
+      "Q5_K",
+      names, symmetric.size() == 1 ? "has" : "have"));
+  return out;
 }
 
 GridChooser GgufModelWriter::grid_chooser() {
