@@ -105,8 +105,7 @@ int main(int argc, char** argv) {
         const std::string shown =
             batch > 0
                 ? std::to_string(batch)
-                : fmt::format("auto {}", cdq::self_calibration_batch(m.config, nsamples, seqlen,
-                                                                     omp_get_max_threads()));
+                : fmt::format("auto {}", cdq::self_calibration_batch(m.config, nsamples, seqlen));
         fmt::print("{:>16} {:>7} {:>6} {:>14} {:>8} {:>9.3f} {:>11.0f} {:>8} {:>16}\n", name,
                    nsamples, seqlen, "BatchDecoder", shown, s, tokens / s,
                    skip_decoder ? "-" : fmt::format("{:.1f}x", reference_s / s),

@@ -50,6 +50,10 @@ TEST(CalibrationSource, FollowsTheMethodsNeedForH) {
   EXPECT_EQ(calibration_source(gguf), CalibrationSource::Self);
   gguf.gguf.importance = false;  // --no-importance: ggml's plain rule
   EXPECT_EQ(calibration_source(gguf), CalibrationSource::None);
+  // HQQ's block fit is data-free: no diag(H) is read for it.
+  QuantizeJob hqq = job_for("hqq", "", "x");
+  hqq.out_format = "gguf";
+  EXPECT_EQ(calibration_source(hqq), CalibrationSource::None);
   QuantizeJob owc = job_for("rtn", "", "x");
   owc.quant.solver.grid.search = ScaleSearch::Owc;  // RTN on the H-weighted grid reads H
   EXPECT_EQ(calibration_source(owc), CalibrationSource::Self);

@@ -48,24 +48,51 @@ Rtn rtn_minmax(const Matrix& w, int bits, int group) {
   return r;
 }
 
-// Half-quadratic splitting lowers the split problem, not |W - Wr|^p itself, so the lp objective
-// is not monotone: measured rises of up to 8e-5 relative in single iterations (at iteration 1,
-// or near convergence) on these problems, while it falls by 0.5-46% overall (least per channel at 4
-// bits). The test allows 1e-3.
-TEST(Hqq, LpObjectiveFallsAndRisesAtMostSlightlyPerIteration) {
-  for (double dof : {0.0, 3.0})
-    for (int bits : {2, 3, 4})
-      for (int group : {32, 128, 0}) {
-        const Matrix w = test::layer_weights(64, 512, 17, dof);
-        HqqSpec spec = spec_of(bits, group);
-        spec.early_stop = false;
-        const HqqResult r = hqq_quantize(w, spec);
-        ASSERT_EQ(r.trace.lp_error.size(), 21u);
-        for (size_t i = 1; i < r.trace.lp_error.size(); ++i)
-          EXPECT_LE(r.trace.lp_error[i], r.trace.lp_error[i - 1] * (1.0 + 1e-3))
-              << "dof " << dof << " bits " << bits << " group " << group << " iteration " << i;
-        EXPECT_LT(r.trace.lp_error.back(), r.trace.lp_error.front() * (1.0 - 1e-3));
-      }
+// The "the lp objective never rises across its iterations", for what HQQ returns and
+// accepts: the accepted iterates are exactly the running minima of the iterates' lp errors
+// (so their objective strictly falls), and the returned grid's lp error, recomputed from its
+// codes, is the last accepted one's, at most every iterate's. The raw iterates are not
+// monotone (half-quadratic splitting lowers the split problem, not |W - Wr|^p): measured rises
+// of up to 8e-5 relative in single iterations on these problems, which this test counts.
+TEST(Hqq, ReturnedAndAcceptedLpObjectiveNeverRises) {
+  int rises = 0;
+  for (bool early : {false, true})
+    for (double dof : {0.0, 3.0})
+      for (int bits : {2, 3, 4})
+        for (int group : {32, 128, 0}) {
+          const Matrix w = test::layer_weights(64, 512, 17, dof);
+          HqqSpec spec = spec_of(bits, group);
+          spec.early_stop = early;
+          const HqqResult r = hqq_quantize(w, spec);
+          const std::vector<double>& lp = r.trace.lp_error;
+          if (!early) {
+            ASSERT_EQ(lp.size(), 21u);
+          }
+          std::vector<int> minima;  // running minima of the trace, computed here
+          double low = std::numeric_limits<double>::infinity();
+          for (size_t i = 0; i < lp.size(); ++i) {
+            if (lp[i] < low) {
+              low = lp[i];
+              minima.push_back(static_cast<int>(i));
+            }
+            rises += i > 0 && lp[i] > lp[i - 1];
+          }
+          const auto where = ::testing::Message() << "early " << early << " dof " << dof << " bits "
+                                                  << bits << " group " << group;
+          EXPECT_EQ(r.trace.accepted, minima) << where;
+          for (size_t a = 1; a < r.trace.accepted.size(); ++a)
+            EXPECT_LT(lp[static_cast<size_t>(r.trace.accepted[a])],
+                      lp[static_cast<size_t>(r.trace.accepted[a - 1])])
+                << where;
+          // The returned grid (scale 1/s, bias -z/s: one more rounding than the trace's
+          // (Wq - z) / s) has the objective of the best iterate, never above any of them.
+          EXPECT_NEAR(r.trace.final_lp_error, low, 1e-6 * low) << where;
+          for (double e : lp) EXPECT_LE(r.trace.final_lp_error, e * (1.0 + 1e-6)) << where;
+          EXPECT_LT(r.trace.final_lp_error, lp.front() * (1.0 - 1e-3)) << where;
+        }
+  // The raw iterates do rise at times: keeping the best is what makes the claim hold.
+  std::printf("iterations that raised the lp error: %d\n", rises);
+  EXPECT_GT(rises, 0);
 }
 
 TEST(Hqq, EarlyStopWhenMeanAbsErrorStopsFalling) {
@@ -82,8 +109,8 @@ TEST(Hqq, EarlyStopWhenMeanAbsErrorStopsFalling) {
   const HqqResult f = hqq_quantize(w, full);
   EXPECT_FALSE(f.trace.stopped_early);
   EXPECT_EQ(f.trace.iterations, 20);
-  // Returned zero points are the best measured: never worse than the min-max start.
-  EXPECT_LE(r.trace.final_mean_abs_error, e.front() * (1.0 + 1e-6));
+  // Returned zero points are the best measured lp: never worse than the min-max start.
+  EXPECT_LE(r.trace.final_lp_error, r.trace.lp_error.front() * (1.0 + 1e-6));
 }
 
 TEST(Hqq, ReferenceReturnKeepsTheLastUpdate) {
@@ -94,8 +121,8 @@ TEST(Hqq, ReferenceReturnKeepsTheLastUpdate) {
   spec.reference_return = false;
   const HqqResult best = hqq_quantize(w, spec);
   ASSERT_EQ(ref.trace.iterations, best.trace.iterations);
-  // Both are close to converged; the best-measured choice is not worse on mean |e|.
-  EXPECT_LE(best.trace.final_mean_abs_error, ref.trace.final_mean_abs_error * (1.0 + 1e-3));
+  // Both are close to converged; the best-measured choice is not worse on the lp error.
+  EXPECT_LE(best.trace.final_lp_error, ref.trace.final_lp_error * (1.0 + 1e-3));
   EXPECT_NEAR(ref.trace.final_lp_error / best.trace.final_lp_error, 1.0, 1e-2);
 }
 

@@ -109,14 +109,16 @@ TEST(Methods, HessianAndGridNeeds) {
   opt.grid.search = ScaleSearch::MinMax;
   for (const MethodInfo& row : method_table()) {
     // The data-free rows (test_datafree_methods.cpp) and data-aware HIGGS (test_higgs_aware.cpp)
-    // fit their own grids: free grids only.
+    // fit their own grids: free grids only; but hqq also rounds to GGUF's block grids, which
+    // the GGUF writer fits by HQQ for it (test_ggml_hqq.cpp).
     const bool data_free = row.hessian == HessianUse::Never;
     const bool own_grid = data_free || row.name.substr(0, 6) == "higgs-";
+    const bool hqq = row.name == "hqq";
     if (row.name != "rtn") {
       EXPECT_EQ(needs_hessian(Method(row), opt), !data_free) << row.name;
     }
     EXPECT_TRUE(supports(Method(row), GridKind::Free)) << row.name;
-    EXPECT_EQ(supports(Method(row), GridKind::GgmlBlock), !own_grid) << row.name;
+    EXPECT_EQ(supports(Method(row), GridKind::GgmlBlock), !own_grid || hqq) << row.name;
     // Codebook grids: every calibrated method but the OWC scale search and those from it.
     EXPECT_EQ(supports(Method(row), GridKind::Codebook),
               !own_grid && row.name.substr(0, 3) != "owc")
@@ -212,8 +214,9 @@ TEST(Methods, EveryRefinementComposesWithEveryStart) {
       }
     }
   }
-  // 3 refinements through cd_init x 4 starts (hqq on free grids only) + 2 with OWC, per case.
-  EXPECT_EQ(composed, 3 * (3 * 4 + 2) + (3 * 3 + 2));
+  // 3 refinements through cd_init x 4 starts + 2 with OWC, per case (hqq rounds to the block
+  // grids too).
+  EXPECT_EQ(composed, 3 * (3 * 4 + 2) + (3 * 4 + 2));
 }
 
 }  // namespace

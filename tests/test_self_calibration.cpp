@@ -355,17 +355,15 @@ TEST(SelfCalibration, RejectsBadArguments) {
 
 TEST(SelfCalibration, AutomaticBatchFitsTheCacheBudget) {
   ModelConfig small = test::tiny_config();
-  EXPECT_EQ(self_calibration_batch(small, 128, 32), 32);
+  EXPECT_EQ(self_calibration_batch(small, 128, 32), 16);
   EXPECT_EQ(self_calibration_batch(small, 5, 32), 5);
-  EXPECT_EQ(self_calibration_batch(small, 128, 32, 8), 16);  // a group for every thread
-  EXPECT_EQ(self_calibration_batch(small, 5, 32, 2), 3);
   ModelConfig big = small;  // Llama-2-7B's cache: 32 layers of 4096 keys and values
   big.n_layers = 32;
   big.n_heads = big.n_kv_heads = 32;
   big.head_dim = 128;
-  EXPECT_EQ(self_calibration_batch(big, 128, 2048), 1);    // 2 GiB a window
-  EXPECT_EQ(self_calibration_batch(big, 128, 128), 16);    // 127 MiB a window
-  EXPECT_EQ(self_calibration_batch(big, 128, 128, 2), 8);  // two threads' caches
+  EXPECT_EQ(self_calibration_batch(big, 128, 2048), 1);  // 2 GiB a window
+  EXPECT_EQ(self_calibration_batch(big, 128, 128), 16);  // 127 MiB a window
+  EXPECT_EQ(self_calibration_batch(big, 128, 512), 4);   // 511 MiB a window
 }
 
 }  // namespace

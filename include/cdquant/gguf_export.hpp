@@ -34,11 +34,18 @@ struct GgufExportOptions {
   // Block scales fitted with importance diag(H) (ggml's imatrix search) instead of the type's
   // plain rule. Codes are then chosen by the solver on those scales either way.
   bool importance = true;
+  // Block parameters of the types with mins (Q4_1, Q5_1, Q2_K, Q4_K, Q5_K) fitted by HQQ's lp
+  // fit (choose_block_scales_hqq) instead of ggml's rule: set for the hqq start, --scales hqq
+  // and --cd-init hqq (uses_hqq_block_scales). The other types have no zero point to fit and
+  // keep ggml's rule (a note says which).
+  bool hqq_block_scales = false;
   // The tokenizer written into the file (the "gguf" output format): tokenizer_path, else the one
   // inside / beside the source model at source_path (load_model_tokenizer).
   std::string tokenizer_path;
   std::string source_path;
-  std::string name;  // general.name; "": the output file's stem
+  // general.name; "": the input's (a GGUF source's general.name, else source_path's stem, else
+  // "model"), never the output's file name.
+  std::string name;
 };
 
 // The type of every tensor of a model. Norms and biases are always F32.
@@ -80,7 +87,8 @@ class GgufModelWriter : public ModelWriter {
                    const std::vector<LinearResult>& linears) override;
   void finish() override;
   const GgufPlan& plan() const;
-  std::vector<std::string> notes() const override { return plan().notes(); }
+  // The plan's notes, and which tensors HQQ's block fit (hqq_block_scales) cannot serve.
+  std::vector<std::string> notes() const override;
 
  private:
   struct Impl;

@@ -104,6 +104,9 @@ std::string method_list(const std::vector<std::string>& names);
 Method start_of(Method method, const SolverOptions& options);
 // Whether the method reads H with these options (MethodInfo::hessian).
 bool needs_hessian(Method method, const SolverOptions& options);
+// Whether the grid the method starts on is HQQ's: the hqq start (also as --cd-init), or
+// --scales hqq. A format that fixes block grids (GGUF) then fits them by HQQ.
+bool uses_hqq_block_scales(Method method, const SolverOptions& options);
 // Whether the method can solve under a grid constraint of this kind. Refinements that start
 // from --cd-init also need that start to support it (solve_layer checks both).
 bool supports(Method method, GridKind kind);

@@ -85,17 +85,19 @@ using SelfCalibrationCallback = std::function<void(const SelfCalibrationProgress
 // sample begins.
 //
 // Determinism: window i draws from its own random stream (self_calibration_rng(seed, i)), so
-// the same seed gives the same windows whatever `batch` and the thread count are, except where
+// the same seed gives the same windows whatever `batch` is, except where
 // a uniform draw lands within float rounding of a boundary of the cumulative distribution:
 // different batches round the logits differently, so such a token can flip, and the window goes
 // its own way from there (measured on stories260K: 3 of 128 windows of 512 tokens at batch 64
 // differ from the one-sequence Decoder's, none at batch 16). The same call on the same build
-// and thread count repeats exactly.
+// repeats exactly, whatever the thread count (the automatic batch does not depend on it, and
+// neither do the products: src/linalg).
 //
-// batch: windows decoded together; 0 chooses self_calibration_batch(config, nsamples, seqlen,
-// threads). Groups of `batch` windows are shared among the OpenMP threads, each with its own
-// decoder and one-threaded matrix products (no barrier inside a step: on a busy machine those
-// cost more than the steps), so a batch above nsamples / threads leaves threads idle.
+// batch: windows decoded together; 0 chooses self_calibration_batch(config, nsamples, seqlen).
+// Groups of `batch` windows are shared among the OpenMP threads, each with its own decoder and
+// one-threaded matrix products (no barrier inside a step: on a busy machine those cost more
+// than the steps), so a batch above nsamples / threads leaves threads idle; fewer threads run
+// when their batches' KV caches would pass 2 GiB together.
 //
 // progress, when set, is called after every decoding step of every group (seqlen - 1 steps a
 // group), from the decoding threads but one call at a time, with counts that never decrease;
@@ -108,10 +110,10 @@ std::vector<std::vector<int>> self_calibration(const Model& model, int nsamples,
                                                const SelfCalibrationCallback& progress = {},
                                                int batch = 0);
 
-// The batch self_calibration uses when it is given 0: enough groups for every thread, at most
-// 32 windows each, fewer when the KV caches of all threads' batches would pass 2 GiB (large
-// models).
-int self_calibration_batch(const ModelConfig& config, int nsamples, int seqlen, int threads = 1);
+// The batch self_calibration uses when it is given 0: at most 16 windows (and nsamples), fewer
+// when their KV caches would pass 2 GiB (large models). It does not depend on the thread count,
+// so neither do the windows.
+int self_calibration_batch(const ModelConfig& config, int nsamples, int seqlen);
 
 // The random stream window `index` of self_calibration draws its tokens from (one
 // sample_softmax call per sampled token, in order), so a caller or a test can reproduce a

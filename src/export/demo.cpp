@@ -7,8 +7,6 @@
 #include <cdquant/text_file.hpp>
 #include <cdquant/tokenizer.hpp>
 
-#include "linalg/linalg.hpp"
-
 namespace cdq {
 
 namespace {
@@ -56,14 +54,6 @@ DemoRow run_one(DemoContext& ctx, const DemoOptions& o, Method method, int bits,
 }  // namespace
 
 DemoResult run_demo(const DemoOptions& o, const std::function<void(const DemoRow&)>& on_row) {
-  // The embedded models are tiny: their matrix products are far too small for OpenBLAS's
-  // thread pool, whose wake-ups then cost more than the products and compete with OpenMP
-  // (measured: the 4-bit per-channel rows take 6.7 s with one BLAS thread, 11.0 s without).
-  struct BlasSerial {
-    int previous = blas_threads();
-    BlasSerial() { set_blas_threads(1); }
-    ~BlasSerial() { set_blas_threads(previous); }
-  } serial;
   DemoContext ctx = prepare(o);
   DemoResult result;
   EvalOptions e;

@@ -14,6 +14,7 @@
 #include <cdquant/gguf.hpp>
 #include <cdquant/gguf_export.hpp>
 #include <cdquant/half.hpp>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -61,8 +62,29 @@ std::vector<uint8_t> f32_bytes(const std::vector<float>& v) {
   return out;
 }
 
-std::string default_name(const std::string& out_path) {
-  return std::filesystem::path(out_path).stem().string();
+// general.name comes from the input, never the output's file name (so the same run written
+// under two names gives the same bytes): a GGUF input's own general.name, else the input's stem
+// (a file's name without its extension, a folder's name), else "model".
+std::string default_name(const std::string& source_path) {
+  namespace fs = std::filesystem;
+  if (source_path.empty()) return "model";
+  std::error_code ec;
+  if (fs::is_regular_file(source_path, ec)) {
+    char magic[4] = {};
+    std::FILE* f = std::fopen(source_path.c_str(), "rb");
+    const bool gguf =
+        f != nullptr && std::fread(magic, 1, 4, f) == 4 && std::memcmp(magic, "GGUF", 4) == 0;
+    if (f != nullptr) std::fclose(f);
+    if (gguf) {
+      const GgufReader in(source_path);
+      const GgufValue* v = in.find("general.name");
+      if (v != nullptr && v->type() == GgufType::String && !v->str().empty()) return v->str();
+    }
+  }
+  fs::path p(source_path);
+  if (!p.has_filename()) p = p.parent_path();  // "dir/" names dir
+  const std::string stem = p.stem().string();
+  return stem.empty() || stem == "." || stem == ".." ? "model" : stem;
 }
 
 }  // namespace
@@ -118,9 +140,14 @@ struct GgufModelWriter::Impl {
   std::optional<GridConstraint> choose(int layer, Linear l, const Matrix& w, const Matrix& h) {
     const GgmlType t = plan.linear(layer, l);
     if (!ggml_traits(t).quantized()) return GridConstraint::kept(float_grid(w, t));
-    std::vector<float> imp;
-    if (options.importance) imp = ggml_importance(h);
-    QuantizedBlocks qb = choose_block_scales(w, t, imp.empty() ? nullptr : imp.data());
+    QuantizedBlocks qb;
+    if (options.hqq_block_scales && ggml_has_min(t)) {
+      qb = choose_block_scales_hqq(w, t);
+    } else {
+      std::vector<float> imp;
+      if (options.importance) imp = ggml_importance(h);
+      qb = choose_block_scales(w, t, imp.empty() ? nullptr : imp.data());
+    }
     const SubScaleRange range = ggml_sub_scale_range(t);
     GridConstraint g =
         GridConstraint::ggml_block(qb.to_grid(), qb.group_sub_scales(),
@@ -157,7 +184,7 @@ GgufModelWriter::GgufModelWriter(ModelReader& source, const std::string& out_pat
     : impl_(std::make_unique<Impl>(source, out_path, options)) {
   Impl& m = *impl_;
   set_gguf_model_metadata(m.out, m.config, vocab,
-                          options.name.empty() ? default_name(out_path) : options.name,
+                          options.name.empty() ? default_name(options.source_path) : options.name,
                           m.plan.file_type());
   m.declare();
   m.out.write_header();
@@ -169,6 +196,30 @@ GgufModelWriter::~GgufModelWriter() = default;
 
 const GgufPlan& GgufModelWriter::plan() const {
   return impl_->plan;
+}
+
+std::vector<std::string> GgufModelWriter::notes() const {
+  const Impl& m = *impl_;
+  std::vector<std::string> out = m.plan.notes();
+  if (!m.options.hqq_block_scales) return out;
+  std::vector<GgmlType> symmetric;
+  for (int i = 0; i < m.config.n_layers; ++i)
+    for (Linear l : kAllLinears) {
+      const GgmlType t = m.plan.linear(i, l);
+      if (ggml_traits(t).quantized() && !ggml_has_min(t) &&
+          std::find(symmetric.begin(), symmetric.end(), t) == symmetric.end())
+        symmetric.push_back(t);
+    }
+  if (symmetric.empty()) return out;
+  std::string names;
+  for (GgmlType t : symmetric)
+    names += fmt::format("{}{}", names.empty() ? "" : ", ", ggml_type_name(t));
+  out.push_back(fmt::format(
+      "hqq: {} {} no mins (symmetric blocks), so HQQ has no zero point to fit there: those "
+      "tensors take ggml's own block scales; HQQ fits the blocks of Q4_1, Q5_1, Q2_K, Q4_K and "
+      "Q5_K",
+      names, symmetric.size() == 1 ? "has" : "have"));
+  return out;
 }
 
 GridChooser GgufModelWriter::grid_chooser() {

@@ -23,9 +23,11 @@ std::vector<std::vector<int>> calibration_from_file(const std::string& text_path
 
 CalibrationSource calibration_source(const QuantizeJob& job) {
   // GGUF block scales are fitted with importance diag(H) unless --no-importance: the format
-  // reads H then, whatever the method does.
-  const bool format_reads_h =
-      find_output_format(job.out_format).grid == GridKind::GgmlBlock && job.gguf.importance;
+  // reads H then, whatever the method does, except for HQQ's block fit, which is data-free
+  // (the types it cannot serve then take ggml's plain rule).
+  const bool format_reads_h = find_output_format(job.out_format).grid == GridKind::GgmlBlock &&
+                              job.gguf.importance &&
+                              !uses_hqq_block_scales(job.quant.method, job.quant.solver);
   if (!format_reads_h && !needs_hessian(job.quant.method, job.quant.solver))
     return CalibrationSource::None;
   if (job.calib_path.empty() || job.calib_path == "self") return CalibrationSource::Self;
@@ -138,6 +140,7 @@ QuantizeSummary run_quantize_job(const QuantizeJob& job) {
   if (gguf.tokenizer_path.empty()) gguf.tokenizer_path = job.tokenizer_path;
   // Without calibration there is no diag(H) to weight ggml's block-scale search by.
   if (calibration_source(job) == CalibrationSource::None) gguf.importance = false;
+  gguf.hqq_block_scales = uses_hqq_block_scales(job.quant.method, job.quant.solver);
   QuantizeOptions quant = job.quant;
   format.constrain(quant.solver);
   // The writer comes before calibration: what the format cannot store fails at once, and the

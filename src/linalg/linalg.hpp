@@ -1,13 +1,11 @@
-// Thin wrappers over OpenBLAS / LAPACKE. Everything is row-major float32.
+// Thin wrappers over OpenBLAS / LAPACKE. Everything is row-major float32. Results do not
+// depend on the thread count: OpenBLAS runs on one thread, and products are split into tiles
+// that depend on the shapes alone, run by OpenMP (linalg.cpp).
 #pragma once
 
 #include <cdquant/matrix.hpp>
 
 namespace cdq {
-
-// Threads OpenBLAS uses for one call (it keeps its own pool beside OpenMP's).
-int blas_threads();
-void set_blas_threads(int n);
 
 // C = alpha * op(A) * op(B) + beta * C on views (row-major).
 void gemm(bool trans_a, bool trans_b, float alpha, const MatrixView& a, const MatrixView& b,

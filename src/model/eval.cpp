@@ -69,30 +69,40 @@ struct WindowSums {
 WindowSums score_window(const std::vector<int>& w, const Matrix& a, int64_t row0, const Matrix* b) {
   const int64_t n = static_cast<int64_t>(w.size()) - 1;  // position t predicts w[t + 1]
   const int64_t vocab = a.cols;
-  double nll = 0.0, nll_b = 0.0, kl = 0.0, ent = 0.0, ent_b = 0.0;
-  int64_t agree = 0;
-#pragma omp parallel for schedule(static) reduction(+ : nll, nll_b, kl, ent, ent_b, agree) if (n * vocab >= (1 << 18))
+  // Each position's terms first, then summed in position order: the sums do not depend on how
+  // the threads shared the positions.
+  std::vector<WindowSums> at(static_cast<size_t>(n));
+#pragma omp parallel for schedule(static) if (n * vocab >= (1 << 18))
   for (int64_t t = 0; t < n; ++t) {
+    WindowSums& s = at[static_cast<size_t>(t)];
     const size_t target = static_cast<size_t>(w[static_cast<size_t>(t + 1)]);
     const std::vector<double> lp = log_softmax_row(a.row(row0 + t), vocab);
-    nll -= lp[target];
+    s.nll = -lp[target];
     std::vector<double> p(static_cast<size_t>(vocab));
     for (size_t j = 0; j < p.size(); ++j) {
       p[j] = std::exp(lp[j]);
-      ent -= p[j] * lp[j];
+      s.entropy -= p[j] * lp[j];
     }
     if (b == nullptr) continue;
     const std::vector<double> lq = log_softmax_row(b->row(row0 + t), vocab);
-    nll_b -= lq[target];
-    double k = 0.0;
+    s.nll_other = -lq[target];
     for (size_t j = 0; j < p.size(); ++j) {
-      k += p[j] * (lp[j] - lq[j]);
-      ent_b -= std::exp(lq[j]) * lq[j];
+      s.kl += p[j] * (lp[j] - lq[j]);
+      s.entropy_other -= std::exp(lq[j]) * lq[j];
     }
-    kl += k;
-    agree += argmax(a.row(row0 + t), vocab) == argmax(b->row(row0 + t), vocab) ? 1 : 0;
+    s.agree = argmax(a.row(row0 + t), vocab) == argmax(b->row(row0 + t), vocab) ? 1 : 0;
   }
-  return {nll, nll_b, kl, ent, ent_b, agree, n};
+  WindowSums sum;
+  for (const WindowSums& s : at) {
+    sum.nll += s.nll;
+    sum.nll_other += s.nll_other;
+    sum.kl += s.kl;
+    sum.entropy += s.entropy;
+    sum.entropy_other += s.entropy_other;
+    sum.agree += s.agree;
+  }
+  sum.scored = n;
+  return sum;
 }
 
 }  // namespace

@@ -10,19 +10,24 @@
 #include <cmath>
 #include <exception>
 
-#include "linalg/linalg.hpp"
-
 namespace cdq {
 
 namespace {
 
-// Batches whose KV cache would pass this are made smaller (large models decode fewer
-// windows at once rather than run out of memory).
+// A worker's batch of KV caches stays under this, and so do all workers' together unless one
+// window alone passes it (large models decode fewer windows at once rather than run out of
+// memory).
 constexpr double kCacheBudgetBytes = 2.0 * (1ULL << 30);
 // Larger batches make the products more efficient but the KV caches bigger; on the small
 // models, 16 to 32 windows a group were fastest (bench_self_calibration, 2 threads: 128 x 512
-// tokens of stories260K in 2.5 s at 16 or 32, 2.9-3.2 s at 64).
-constexpr int kDefaultBatch = 32;
+// tokens of stories260K in 2.5 s at 16 or 32, 2.9-3.2 s at 64). 16 leaves groups for 8
+// threads at the default 128 samples.
+constexpr int kDefaultBatch = 16;
+
+// A window's cache: keys and values of seqlen - 1 positions in every layer.
+double window_cache_bytes(const ModelConfig& c, int seqlen) {
+  return 2.0 * c.n_layers * static_cast<double>(seqlen - 1) * c.kv_dim() * 4.0;
+}
 
 }  // namespace
 
@@ -34,15 +39,12 @@ Rng self_calibration_rng(uint64_t seed, int64_t index) {
   return Rng(h.next_u64());
 }
 
-int self_calibration_batch(const ModelConfig& c, int nsamples, int seqlen, int threads) {
-  threads = std::max(threads, 1);
-  // A window's cache: keys and values of seqlen - 1 positions in every layer; every thread
-  // holds a batch of them.
-  const double per_window = 2.0 * c.n_layers * static_cast<double>(seqlen - 1) * c.kv_dim() * 4.0;
-  const double fit = kCacheBudgetBytes / std::max(per_window * threads, 1.0);
+// The batch sets the rows of every product, and so how they round: it depends on the model
+// and the request alone, never on the thread count, so that the windows do not either.
+int self_calibration_batch(const ModelConfig& c, int nsamples, int seqlen) {
+  const double fit = kCacheBudgetBytes / std::max(window_cache_bytes(c, seqlen), 1.0);
   const int fits = static_cast<int>(std::clamp(fit, 1.0, static_cast<double>(kDefaultBatch)));
-  const int share = (nsamples + threads - 1) / threads;  // a group for every thread
-  return std::max(1, std::min({share, kDefaultBatch, fits}));
+  return std::max(1, std::min({nsamples, kDefaultBatch, fits}));
 }
 
 int sample_softmax(std::span<const float> logits, Rng& rng) {
@@ -79,10 +81,14 @@ std::vector<std::vector<int>> self_calibration(const Model& model, int nsamples,
   CDQ_CHECK(c.bos_id >= 0 && c.bos_id < vocab,
             "self-calibration: BOS id {} is outside the vocabulary [0, {})", c.bos_id, vocab);
   const int threads = omp_get_max_threads();
-  if (batch == 0) batch = self_calibration_batch(c, nsamples, seqlen, threads);
+  if (batch == 0) batch = self_calibration_batch(c, nsamples, seqlen);
   batch = std::min(batch, nsamples);
   const int groups = (nsamples + batch - 1) / batch;
-  const int workers = std::min(threads, groups);
+  // Every worker holds a batch of caches: no more workers than the budget holds (at least one).
+  const double per_batch = window_cache_bytes(c, seqlen) * batch;
+  const int fit = static_cast<int>(
+      std::clamp(kCacheBudgetBytes / std::max(per_batch, 1.0), 1.0, static_cast<double>(threads)));
+  const int workers = std::min({threads, groups, fit});
 
   const auto start = std::chrono::steady_clock::now();
   std::vector<std::vector<int>> windows(static_cast<size_t>(nsamples));
@@ -137,15 +143,9 @@ std::vector<std::vector<int>> self_calibration(const Model& model, int nsamples,
   // need no barrier. Inside the region BatchDecoder keeps its attention on one thread, and
   // nested regions of the forward's loops stay inactive while several groups run.
   struct Serial {
-    int blas = blas_threads(), levels = omp_get_max_active_levels();
-    Serial() {
-      set_blas_threads(1);
-      omp_set_max_active_levels(1);
-    }
-    ~Serial() {
-      set_blas_threads(blas);
-      omp_set_max_active_levels(levels);
-    }
+    int levels = omp_get_max_active_levels();
+    Serial() { omp_set_max_active_levels(1); }
+    ~Serial() { omp_set_max_active_levels(levels); }
   } serial;
   std::exception_ptr error;  // exceptions must not leave a parallel region
 #pragma omp parallel num_threads(workers)

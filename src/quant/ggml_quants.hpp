@@ -40,6 +40,8 @@ struct QuantizedBlocks {
   // Codes [rows, cols] the type's own rule chose along with the scales (ggml's reference
   // quantizer, or its importance-weighted variant); pack_codes(*this, codes) gives its bytes.
   std::vector<uint8_t> codes;
+  // choose_block_scales_hqq: blocks that kept HQQ's fit (the others kept ggml's plain rule's).
+  int64_t hqq_blocks = 0;
 
   int64_t blocks_per_row() const;
   int64_t groups_per_row() const;
@@ -78,6 +80,18 @@ std::vector<float> ggml_importance(const Matrix& h);
 // squares per sub-block, then for K-quants a weighted fit of the sub-block scales); pass the
 // diagonal of H. Q8_0 has no weighted variant (importance is ignored). Quantized types only.
 QuantizedBlocks choose_block_scales(const Matrix& w, GgmlType type, const float* importance);
+
+// Whether the type stores mins (x ~ d q - m: Q4_1, Q5_1, Q2_K, Q4_K, Q5_K), the affine blocks
+// HQQ's zero-point fit applies to.
+bool ggml_has_min(GgmlType t);
+
+// The block parameters of W by HQQ's lp fit (p = 0.7 by default) instead of ggml's rule, for
+// the types with mins (ggml_hqq.cpp): d and m of Q4_1 / Q5_1, and for the K-quants the
+// sub-block scales and mins within their bit fields with the fp16 d / dmin; a block where
+// ggml's plain rule has the lower lp error keeps that rule's parameters (hqq_blocks counts
+// the others). Codes: the nearest on the resulting grid. Throws Error for the other types
+// (symmetric: no zero point to fit).
+QuantizedBlocks choose_block_scales_hqq(const Matrix& w, GgmlType type, double p = 0.7);
 
 // Writes the type's bytes for the block parameters and codes [rows, cols] (each <= maxq).
 std::vector<uint8_t> pack_codes(const QuantizedBlocks& blocks, const std::vector<uint8_t>& codes);

@@ -154,14 +154,24 @@ double lp_error(const Matrix& w, const Grid& grid, const std::vector<uint8_t>& c
   return total;
 }
 
-HqqResult hqq_quantize(const Matrix& w, const HqqSpec& spec) {
+namespace {
+
+void check_spec(const Matrix& w, const HqqSpec& spec) {
   CDQ_CHECK(spec.bits >= 2 && spec.bits <= 8, "HQQ bits must be 2..8, got {}", spec.bits);
   CDQ_CHECK(spec.p > 0.0 && spec.p < 1.0, "HQQ lp norm must be in (0, 1), got {}", spec.p);
   CDQ_CHECK(spec.iters >= 0 && spec.beta > 0.0, "HQQ needs iters >= 0 and beta > 0");
   CDQ_CHECK(all_finite(w.span()), "HQQ: weights contain NaN or Inf");
-  HqqResult res;
-  res.grid = make_grid_layout(w.rows, w.cols, spec.group_size, (1 << spec.bits) - 1);
-  const Grid& layout = res.grid;
+}
+
+// The iterations from inverse scales s and zero points z [d_out, n_groups].
+HqqResult hqq_iterate(const Matrix& w, const HqqSpec& spec, std::vector<float> s,
+                      std::vector<float> z);
+
+}  // namespace
+
+HqqResult hqq_quantize(const Matrix& w, const HqqSpec& spec) {
+  check_spec(w, spec);
+  const Grid layout = make_grid_layout(w.rows, w.cols, spec.group_size, (1 << spec.bits) - 1);
   const GroupRanges ranges = group_ranges(layout);
   const int64_t ng = layout.n_groups;
   const auto maxq = static_cast<float>(layout.maxq);
@@ -172,9 +182,38 @@ HqqResult hqq_quantize(const Matrix& w, const HqqSpec& spec) {
       const size_t k = static_cast<size_t>(r * ng + g);
       minmax_start(w.row(r) + b, ranges.end[static_cast<size_t>(g)] - b, maxq, s[k], z[k]);
     }
+  return hqq_iterate(w, spec, std::move(s), std::move(z));
+}
+
+HqqResult hqq_quantize_from(const Matrix& w, const HqqSpec& spec, std::vector<float> inv_scale,
+                            std::vector<float> zero) {
+  check_spec(w, spec);
+  const Grid layout = make_grid_layout(w.rows, w.cols, spec.group_size, (1 << spec.bits) - 1);
+  const size_t n = static_cast<size_t>(w.rows * layout.n_groups);
+  CDQ_CHECK(inv_scale.size() == n && zero.size() == n,
+            "HQQ start: {} scales and {} zero points for {} groups", inv_scale.size(), zero.size(),
+            n);
+  for (size_t k = 0; k < n; ++k)
+    CDQ_CHECK(std::isfinite(inv_scale[k]) && inv_scale[k] > 0.0f && std::isfinite(zero[k]),
+              "HQQ start: group {} has inverse scale {} and zero point {}", k, inv_scale[k],
+              zero[k]);
+  return hqq_iterate(w, spec, std::move(inv_scale), std::move(zero));
+}
+
+namespace {
+
+HqqResult hqq_iterate(const Matrix& w, const HqqSpec& spec, std::vector<float> s,
+                      std::vector<float> z) {
+  HqqResult res;
+  res.grid = make_grid_layout(w.rows, w.cols, spec.group_size, (1 << spec.bits) - 1);
+  const Grid& layout = res.grid;
+  const GroupRanges ranges = group_ranges(layout);
+  const int64_t ng = layout.n_groups;
+  const auto maxq = static_cast<float>(layout.maxq);
   std::vector<float> s_next(s.size()), z_next(z.size()), best_s = s, best_z = z;
   std::vector<GroupSums> row_sums(static_cast<size_t>(w.rows));
-  double beta = spec.beta, best = std::numeric_limits<double>::infinity();
+  double beta = spec.beta, best_abs = std::numeric_limits<double>::infinity();
+  double best_lp = best_abs;
   HqqTrace& tr = res.trace;
   const double count = static_cast<double>(w.size());
   // Iteration `it` measures the zero points it starts from; `iters` updates, one more measure.
@@ -201,11 +240,16 @@ HqqResult hqq_quantize(const Matrix& w, const HqqSpec& spec) {
     }
     tr.lp_error.push_back(total.lp);
     tr.mean_abs_error.push_back(total.abs / count);
-    const bool improved = tr.mean_abs_error.back() < best;
-    if (improved) {
-      best = tr.mean_abs_error.back();
+    // HQQ's early stop reads mean |W - Wr|; the iterate kept is the one with the lowest lp
+    // error (the objective), so what is returned never has a higher objective than an
+    // earlier iterate, although the iterations themselves may raise it slightly.
+    const bool improved = tr.mean_abs_error.back() < best_abs;
+    if (improved) best_abs = tr.mean_abs_error.back();
+    if (total.lp < best_lp) {
+      best_lp = total.lp;
       best_s = s;
       best_z = z;
+      tr.accepted.push_back(it);
     }
     if (it == spec.iters) break;  // measured the last update; no further step
     if (spec.early_stop && !improved) {
@@ -231,5 +275,7 @@ HqqResult hqq_quantize(const Matrix& w, const HqqSpec& spec) {
   tr.final_mean_abs_error = lp_error(w, res.grid, res.codes, 1.0) / count;
   return res;
 }
+
+}  // namespace
 
 }  // namespace cdq

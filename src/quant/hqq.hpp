@@ -6,7 +6,8 @@
 // - Wr:
 //     We = sign(e) max(|e| - |e|^(p-1) / beta, 0);  z = mean_group(Wq - (W - We) s);  beta *= kappa
 // and the loop stops early when mean|W - Wr| over the whole matrix stops falling (as HQQ, one
-// criterion for the whole tensor).
+// criterion for the whole tensor). The zero points returned are those of the iterate with the
+// lowest lp error (HqqSpec::reference_return: HQQ's last update instead).
 //
 // Two grid forms (cdq::Grid, value = scale q + bias):
 //  - fractional zeros (HQQ's own form): scale = 1/s, bias = -z/s, `zero` empty;
@@ -35,9 +36,10 @@ struct HqqSpec {
   // cdquant's extension, not in HQQ: also refit the scale each iteration, as the least-squares
   // fit of Wq ~ s (W - We) + z on the group (the same split HQQ fits z on).
   bool optimize_scale = false;
-  // Which zero points to return. false: those with the lowest mean|W - Wr| seen (the start
-  // included), so the result is never worse than min-max. true: HQQ's own, the zero points of
-  // the last update (computed in the iteration that failed to improve, or after the last one).
+  // Which zero points to return. false: those with the lowest lp error sum |W - Wr|^p seen
+  // (the start included; HqqTrace::accepted), so the returned objective is never above any
+  // earlier iterate's nor min-max's. true: HQQ's own, the zero points of the last update
+  // (computed in the iteration that failed to improve, or after the last one).
   bool reference_return = false;
 };
 
@@ -45,7 +47,12 @@ struct HqqTrace {
   // Of the zero points iteration i started from (entry 0: the min-max start):
   std::vector<double> lp_error;        // sum |W - Wr|^p
   std::vector<double> mean_abs_error;  // mean |W - Wr|
-  int iterations = 0;                  // updates applied
+  // Iterates (indices into lp_error) that lowered the lp error below every earlier one, in
+  // order: their lp errors strictly fall, and the last is the one returned (reference_return
+  // false). Half-quadratic splitting lowers the split problem, not the lp error itself, so an
+  // iteration can raise it (measured: up to 8e-5 relative); such iterates are not accepted.
+  std::vector<int> accepted;
+  int iterations = 0;  // updates applied
   bool stopped_early = false;
   double final_lp_error = 0.0;  // of the returned grid and codes
   double final_mean_abs_error = 0.0;
@@ -59,6 +66,13 @@ struct HqqResult {
 
 // Whole-matrix HQQ of W [d_out, d_in]. OpenMP over rows; deterministic.
 HqqResult hqq_quantize(const Matrix& w, const HqqSpec& spec);
+
+// The same iterations from given inverse scales s (> 0) and zero points z [d_out, n_groups]
+// instead of the min-max start (entry 0 of the trace is that start): a caller whose scales
+// are fixed elsewhere (ggml's quantized sub-block scales, ggml_hqq.cpp) fits the zero points
+// to them.
+HqqResult hqq_quantize_from(const Matrix& w, const HqqSpec& spec, std::vector<float> inv_scale,
+                            std::vector<float> zero);
 
 // sum |W - dequantize(grid, codes)|^p (double), the criterion HQQ lowers.
 double lp_error(const Matrix& w, const Grid& grid, const std::vector<uint8_t>& codes, double p);

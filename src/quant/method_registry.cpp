@@ -48,7 +48,8 @@ constexpr StartFn kCdInit = nullptr;  // the start options.cd_init names (--cd-i
 constexpr unsigned kAll = kAllGrids;
 constexpr unsigned kNoCodebook = kFreeAndBlockGrids;
 // Data-free methods fit their own grids (or none): the GGUF types' fixed grids leave them
-// nothing to choose.
+// nothing to choose. hqq is the exception: the GGUF writer fits the block parameters by HQQ
+// for it (uses_hqq_block_scales), and it rounds to them.
 constexpr unsigned kFree = grid_bit(GridKind::Free);
 
 constexpr const char* kOutliersInFloat =
@@ -78,9 +79,9 @@ constexpr MethodInfo kMethods[] = {
     // Data-free (no calibration data; H is handed over and ignored).
     {"hqq",
      "round to nearest on HQQ's grid: zero points fitted to the lp error, fractional except "
-     "for GPTQ checkpoints, refits or --hqq-integer-zeros; asymmetric, --scales not read; no "
-     "calibration data",
-     start_hqq, nullptr, HessianUse::Never, kFree, nullptr, hqq_bits_per_weight},
+     "for GPTQ checkpoints, refits or --hqq-integer-zeros; asymmetric, --scales not read; GGUF: "
+     "HQQ's fit of the block scales and mins (types with mins); no calibration data",
+     start_hqq, nullptr, HessianUse::Never, kFreeAndBlockGrids, nullptr, hqq_bits_per_weight},
     {"easyquant",
      "EasyQuant: per channel only (--group 0), symmetric, the step fitted by gradient descent, "
      "weights beyond 3 sigma of the row kept in float; no calibration data",
@@ -197,6 +198,11 @@ bool needs_hessian(Method method, const SolverOptions& options) {
       return false;
   }
   return true;
+}
+
+bool uses_hqq_block_scales(Method method, const SolverOptions& options) {
+  return options.grid.search == ScaleSearch::Hqq ||
+         start_of(method, options).info().start == start_hqq;
 }
 
 bool supports(Method method, GridKind kind) {

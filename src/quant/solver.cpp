@@ -58,11 +58,16 @@ double quadratic_form_sum(const Matrix& x, const Matrix& h) {
     const MatrixView xv{const_cast<float*>(x.row(r0)), rows, n, n};
     const MatrixView out{xh.data.data(), rows, n, n};
     gemm(false, false, 1.0f, xv, hv, 0.0f, out);
-    double part = 0.0;
-#pragma omp parallel for reduction(+ : part) schedule(static)
-    for (int64_t i = 0; i < rows * n; ++i)
-      part += static_cast<double>(xv.ptr[i]) * static_cast<double>(out.ptr[i]);
-    total += part;
+    // One partial per row, summed in row order: the total does not depend on the threads.
+    std::vector<double> part(static_cast<size_t>(rows), 0.0);
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      double s = 0.0;
+      for (int64_t j = 0; j < n; ++j)
+        s += static_cast<double>(xv.ptr[r * n + j]) * static_cast<double>(out.ptr[r * n + j]);
+      part[static_cast<size_t>(r)] = s;
+    }
+    for (double s : part) total += s;
   }
   return total;
 }

@@ -20,7 +20,9 @@ bool hqq_integer_zero(const SolverOptions& options, bool refined) {
 void start_hqq(const Matrix& w, const Matrix& /*h*/, const SolverOptions& options, SolveResult& res,
                StageState& state) {
   const bool integer = hqq_integer_zero(options, state.refined);
-  res.grid = fit_hqq_grid(w, options.grid, integer);
+  // A fixed block grid (GGUF) was fitted by HQQ where the type allows (its writer's grid
+  // chooser, uses_hqq_block_scales): round to it.
+  res.grid = options.fixed_grid() ? *options.fixed_grid() : fit_hqq_grid(w, options.grid, integer);
   res.codes = round_to_grid(res.grid, w);
   state.percdamp = options.percdamp;  // the damping a refinement that follows uses
 }
