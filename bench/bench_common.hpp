@@ -10,8 +10,6 @@
 #include <utility>
 #include <vector>
 
-extern "C" void openblas_set_num_threads(int);
-
 namespace cdq::bench {
 
 // "a,b,,c" -> {"a", "b", "c"}.
@@ -31,11 +29,11 @@ inline std::pair<int64_t, int64_t> parse_shape(const std::string& s) {
   return {std::stoll(s.substr(0, x)), std::stoll(s.substr(x + 1))};
 }
 
-// OpenMP and OpenBLAS threads; 0 keeps their defaults.
+// OpenMP threads; 0 keeps the default. (BLAS runs one-threaded inside cdquant's own tiled
+// products, whose tiles OpenMP spreads: results do not depend on the thread count.)
 inline void set_threads(int threads) {
   if (threads <= 0) return;
   omp_set_num_threads(threads);
-  openblas_set_num_threads(threads);
 }
 
 }  // namespace cdq::bench

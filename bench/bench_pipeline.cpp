@@ -213,7 +213,7 @@ int main(int argc, char** argv) {
   app.add_option("--forward-seqlen", forward_seqlen, "Window length of the forward benchmark")
       ->capture_default_str();
   app.add_option("--forward-windows", forward_windows)->capture_default_str();
-  app.add_option("--threads", threads, "OpenMP and BLAS threads (0: their defaults)");
+  app.add_option("--threads", threads, "OpenMP threads (0: the default)");
   CLI11_PARSE(app, argc, argv);
   bench::set_threads(threads);
 
@@ -221,7 +221,7 @@ int main(int argc, char** argv) {
   const ModelConfig& c = reader->config();
   const Shape base{"measured", c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads};
   fmt::print("model {}: dim {}, hidden {}, {} heads / {} kv heads; threads {}\n", model, c.dim,
-             c.hidden_dim, c.n_heads, c.n_kv_heads, blas_threads());
+             c.hidden_dim, c.n_heads, c.n_kv_heads, omp_get_max_threads());
 
   // The limit: sgemm at the shape of the block's largest product, and square.
   const double peak_ffn = sgemm_gflops(4096, c.hidden_dim, c.dim);
@@ -253,7 +253,8 @@ int main(int argc, char** argv) {
   fmt_out.constrain(quant.solver);
   GgufExportOptions gguf;
   gguf.source_path = model;
-  auto writer = fmt_out.make_writer({*reader, model, out, quant, gguf});
+  const GptqExportOptions gptq;
+  auto writer = fmt_out.make_writer({*reader, model, out, quant, gguf, gptq});
   if (fmt_out.grid == GridKind::GgmlBlock) quant.choose_grid = writer->grid_chooser();
   Measured m;
   m.blocks = c.n_layers;

@@ -33,14 +33,6 @@ void add_residual(const Matrix& y, Matrix& x) {
     x.data[static_cast<size_t>(i)] += y.data[static_cast<size_t>(i)];
 }
 
-// One-threaded BLAS inside a parallel region (OpenBLAS keeps its own pool beside OpenMP's, and
-// many small products at once are faster one per thread than each spread over all threads).
-struct SerialBlas {
-  int previous = blas_threads();
-  SerialBlas() { set_blas_threads(1); }
-  ~SerialBlas() { set_blas_threads(previous); }
-};
-
 // Queries per attention tile: the tile's scores [kQueryTile, keys] stay in cache, and the
 // masked half of the diagonal tile (wasted products) is kQueryTile / (2 T) of the work.
 constexpr int64_t kQueryTile = 128;
@@ -85,7 +77,6 @@ void causal_attention(const Matrix& q, const Matrix& k, const Matrix& v, int64_t
   const int64_t tasks = n_seq * c.n_heads * tiles;
   // Tasks in decreasing work (the last tiles see the most keys) so dynamic scheduling ends even.
   const bool parallel = tasks > 1 && n_seq * c.n_heads * T * T * hd >= 8 * kParallelMin;
-  const SerialBlas serial;
   std::exception_ptr error;  // exceptions must not leave a parallel region
 #pragma omp parallel if (parallel)
   {
