@@ -25,6 +25,7 @@ struct OutputRequest {
   std::string out_path;
   const QuantizeOptions& quant;   // as the format constrained it
   const GgufExportOptions& gguf;  // types and overrides; source and tokenizer paths filled in
+  std::string allocation = "";    // a size-budget allocation's plan (JSON) for the metadata
 };
 
 using WriterFactory = std::unique_ptr<ModelWriter> (*)(const OutputRequest& request);

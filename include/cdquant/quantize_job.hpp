@@ -3,6 +3,7 @@
 // no H), quantize block by block, write the result.
 #pragma once
 
+#include <cdquant/allocation_job.hpp>
 #include <cdquant/gguf_export.hpp>
 #include <cdquant/model_tokenizer.hpp>
 #include <cdquant/quantize.hpp>
@@ -28,6 +29,9 @@ struct QuantizeJob {
   uint64_t seed = 0;
   QuantizeOptions quant;
   GgufExportOptions gguf;  // out_format "gguf": types, overrides (source/tokenizer filled in)
+  // --target-bpw / --target-size: GGUF types or GPTQ bits per linear chosen to fit a size
+  // (allocation_job.hpp); calibration is then always taken, for the sensitivities.
+  AllocationRequest allocation;
   std::function<void(const std::string&)> on_note;  // format notes (GGUF type fallbacks)
   std::function<void(const SelfCalibrationProgress&)> on_self_calibration;  // progress
 };

@@ -6,7 +6,10 @@
 #include <cdquant/tokenizer.hpp>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
+
+#include "export/allocation_job.hpp"
 
 namespace cdq {
 
@@ -22,7 +25,8 @@ CalibrationSource calibration_source(const QuantizeJob& job) {
   // reads H then, whatever the method does.
   const bool format_reads_h =
       find_output_format(job.out_format).grid == GridKind::GgmlBlock && job.gguf.importance;
-  if (!format_reads_h && !needs_hessian(job.quant.method, job.quant.solver))
+  if (!format_reads_h && !needs_hessian(job.quant.method, job.quant.solver) &&
+      !job.allocation.active())
     return CalibrationSource::None;
   if (job.calib_path.empty() || job.calib_path == "self") return CalibrationSource::Self;
   return CalibrationSource::Text;
@@ -100,7 +104,10 @@ QuantizeSummary run_quantize_job(const QuantizeJob& job) {
   if (windows.empty()) gguf.importance = false;
   QuantizeOptions quant = job.quant;
   format.constrain(quant.solver);
-  const auto writer = format.make_writer({*reader, job.model_path, job.out_path, quant, gguf});
+  std::string allocation;
+  if (job.allocation.active()) allocation = apply_allocation(job, *reader, windows, quant, gguf);
+  const auto writer =
+      format.make_writer({*reader, job.model_path, job.out_path, quant, gguf, allocation});
   if (format.grid == GridKind::GgmlBlock) quant.choose_grid = writer->grid_chooser();
   if (job.on_note)
     for (const std::string& note : writer->notes()) job.on_note(note);
@@ -111,6 +118,12 @@ QuantizeSummary run_quantize_job(const QuantizeJob& job) {
                        writer->write_block(layer, block, linears);
                      });
   writer->finish();
+  if (job.allocation.target_size > 0 && job.out_format == "gguf") {
+    const auto bytes = static_cast<int64_t>(std::filesystem::file_size(job.out_path));
+    CDQ_CHECK(bytes <= job.allocation.target_size,
+              "internal: {} has {} bytes, over the budget of {} (the size plan is wrong)",
+              job.out_path, bytes, job.allocation.target_size);
+  }
   return summary;
 }
 

@@ -98,6 +98,7 @@ LinearResult solve_linear(int layer, Linear l, BlockWeights& block, const Matrix
   }
   const Matrix& h = transform ? h_rotated : h_in;
   SolverOptions so = options.solver;
+  if (options.tune_linear) options.tune_linear(layer, l, so);
   std::optional<GridConstraint> constraint;
   if (options.choose_grid) constraint = options.choose_grid(layer, l, w, h);
   if (constraint) so.constraint = &*constraint;
@@ -169,7 +170,9 @@ QuantizeSummary quantize_model(ModelReader& reader,
         relative_sum += results.back().relative;
         const Matrix& w = block.linear(l);
         const auto numel = static_cast<double>(w.rows * w.cols);
-        bits_sum += numel * bits_per_weight(options.method, options.solver, w.cols);
+        SolverOptions so = options.solver;
+        if (options.tune_linear) options.tune_linear(layer, l, so);
+        bits_sum += numel * bits_per_weight(options.method, so, w.cols);
         weights += numel;
         if (options.progress) {
           const double elapsed = seconds_since(t0);
