@@ -159,9 +159,9 @@ TEST(Allocation, GgufPlanSurvivesTheFileAndFitsTheSize) {
   int checked = 0, types = 0;
   std::set<std::string> seen;
   for (const auto& e : plan["tensors"]) {
-    const std::string name = e["name"].get<std::string>() + ".weight";
-    EXPECT_EQ(ggml_type_name(file.tensor(name).type), e["type"].get<std::string>()) << name;
-    seen.insert(e["type"].get<std::string>());
+    const std::string name = e[0].get<std::string>() + ".weight";
+    EXPECT_EQ(ggml_type_name(file.tensor(name).type), e[1].get<std::string>()) << name;
+    seen.insert(e[1].get<std::string>());
     ++checked;
   }
   EXPECT_EQ(checked, 35);
@@ -211,9 +211,9 @@ TEST(Allocation, GptqPlanSurvivesTheCheckpointAndItsDynamicBits) {
   int packed = 0;
   std::set<int> bits;
   for (const auto& e : plan["tensors"]) {
-    const std::string type = e["type"];
+    const std::string type = e[1];
     if (type == "F16") continue;
-    const std::string name = e["name"];  // blk.3.attn_q
+    const std::string name = e[0];  // blk.3.attn_q
     const int layer = std::stoi(name.substr(4, name.find('.', 4) - 4));
     const std::string kind = name.substr(name.find('.', 4) + 1);
     Linear l = Linear::Q;

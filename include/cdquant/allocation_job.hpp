@@ -24,7 +24,10 @@ struct AllocationRequest {
 };
 
 // The allocation plan stored in a GGUF file (metadata cdquant.allocation) or a GPTQ directory
-// (config.json's cdquant_allocation); null when the file has none.
+// (config.json's cdquant_allocation); null when the file has none. Fields: version, method,
+// budget_bytes, linear_bytes, linear_weights, predicted_kl, error ("weight"/"objective"), exact,
+// target_bpw or target_size, and tensors: [[name ("blk.3.attn_q"), type ("Q4_0", "int4",
+// "F16"), predicted KL increase], ...] (numbers to 4 significant digits: it is in the budget).
 nlohmann::json read_allocation(const std::string& path);
 
 }  // namespace cdq

@@ -186,51 +186,57 @@ void store(json& cache, const std::string& key, const std::vector<AllocUnit>& un
         e[unit_tensor(u, m)][u.candidates[c]] = {u.t2_weight[m][c], u.t2_objective[m][c]};
 }
 
-json plan_json(const QuantizeJob& job, const AllocationPlan& plan) {
-  json tensors = json::array();
+int64_t linear_weights(const ModelConfig& c) {
+  int64_t n = 0;
+  for (Linear l : kAllLinears) n += linear_shape(c, l).out * linear_shape(c, l).in;
+  return n * c.n_layers;
+}
+
+// 4 significant digits: the plan is metadata inside a file whose size is budgeted.
+double rounded(double v) {
+  return std::stod(fmt::format("{:.3e}", v));
+}
+
+json plan_json(const QuantizeJob& job, const AllocationPlan& plan, const ModelConfig& c) {
+  json tensors = json::array();  // [name, type, predicted KL increase] per linear
   for (const AllocationEntry& e : plan.entries)
     for (size_t m = 0; m < e.linears.size(); ++m)
-      tensors.push_back({{"name", linear_display_name(e.layer, e.linears[m])},
-                         {"type", e.candidate},
-                         {"predicted", e.member_predicted[m]}});
+      tensors.push_back(json::array({linear_display_name(e.layer, e.linears[m]), e.candidate,
+                                     rounded(e.member_predicted[m])}));
   json j = {{"version", 1},
             {"method", std::string(job.quant.method.name())},
             {"budget_bytes", plan.budget},
             {"linear_bytes", plan.bytes},
-            {"predicted_kl", plan.predicted},
+            {"linear_weights", linear_weights(c)},
+            {"predicted_kl", rounded(plan.predicted)},
             {"error", plan.error == AllocationError::Weight ? "weight" : "objective"},
             {"exact", plan.exact},
             {"tensors", tensors}};
-  if (job.allocation.target_bpw > 0) j["target_bpw"] = job.allocation.target_bpw;
+  if (job.allocation.target_bpw > 0) j["target_bpw"] = rounded(job.allocation.target_bpw);
   if (job.allocation.target_size > 0) j["target_size"] = job.allocation.target_size;
   return j;
 }
 
 // The plan's JSON at its longest: every unit at its longest name and largest size, the numbers
 // at their widest, so that a header sized with it is never too small.
-std::string longest_plan_json(const QuantizeJob& job, const std::vector<AllocUnit>& units) {
+std::string longest_plan_json(const QuantizeJob& job, const std::vector<AllocUnit>& units,
+                              const ModelConfig& c) {
   AllocationPlan p;
   p.budget = p.bytes = std::numeric_limits<int64_t>::max();
-  p.predicted = -1.2345678901234567e-300;
+  p.predicted = -1.234e-300;
   for (const AllocUnit& u : units) {
     AllocationEntry e;
     e.layer = u.layer;
     e.linears = u.linears;
     for (const std::string& c : u.candidates)
       if (c.size() > e.candidate.size()) e.candidate = c;
-    e.member_predicted.assign(u.linears.size(), -1.2345678901234567e-300);
+    e.member_predicted.assign(u.linears.size(), -1.234e-300);
     p.entries.push_back(std::move(e));
   }
   QuantizeJob j = job;
-  j.allocation.target_bpw = -1.2345678901234567e-300;
+  j.allocation.target_bpw = -1.234e-300;
   j.allocation.target_size = std::numeric_limits<int64_t>::max();
-  return plan_json(j, p).dump();
-}
-
-int64_t linear_weights(const ModelConfig& c) {
-  int64_t n = 0;
-  for (Linear l : kAllLinears) n += linear_shape(c, l).out * linear_shape(c, l).in;
-  return n * c.n_layers;
+  return plan_json(j, p, c).dump();
 }
 
 // Bytes the linears may take: from --target-bpw directly; from --target-size, less what the
@@ -248,7 +254,7 @@ int64_t linear_budget(const QuantizeJob& job, ModelReader& reader, const Units& 
       g.tensor_types[gguf_linear_name(x.layer, x.linears[0])] = parse_ggml_type(x.candidates[0]);
       linears += x.bytes[0];
     }
-    g.allocation = longest_plan_json(job, u.units);
+    g.allocation = longest_plan_json(job, u.units, c);
     const auto tokenizer = load_model_tokenizer(gguf.source_path, gguf.tokenizer_path);
     const auto file = static_cast<int64_t>(gguf_file_bytes(c, tokenizer->vocab(), job.out_path, g));
     return a.target_size - (file - linears);
@@ -320,7 +326,7 @@ std::string apply_allocation(const QuantizeJob& job, ModelReader& reader,
 
   const AllocationPlan plan = plan_allocation(u.units, *sens, budget, a.error);
   note("allocation plan:\n" + format_allocation_plan(plan));
-  const std::string text = plan_json(job, plan).dump();
+  const std::string text = plan_json(job, plan, c).dump();
   if (job.out_format == "gguf") {
     for (const AllocationEntry& e : plan.entries)
       gguf.tensor_types[gguf_linear_name(e.layer, e.linears[0])] = parse_ggml_type(e.candidate);
