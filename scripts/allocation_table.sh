@@ -11,6 +11,7 @@
 # with scripts/allocation_plot.sh when gnuplot is installed.
 # usage: bash scripts/allocation_table.sh [BUILD_DIR=build] [OUT_DIR=/tmp/alloc-table]
 #        [MODELS="stories260K babyllama"] [NSAMPLES=64] [EVAL_WINDOWS=100]
+# (env SENS_WINDOWS: calibration windows of the sensitivity measurement, default 32)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${1:-build}
@@ -61,7 +62,8 @@ run_model() {
     local tag=$1 method=$2
     shift 2
     [ -s "$D/$tag.gguf" ] || "$B/cdquant" quantize --model "$M" --out "$D/$tag.gguf" --format gguf \
-      --method "$method" --nsamples "$NS" --seqlen 256 --sensitivity "$cache" --quiet "$@" \
+      --method "$method" --nsamples "$NS" --seqlen 256 --sensitivity "$cache" \
+      --sensitivity-windows "${SENS_WINDOWS:-32}" --quiet "$@" \
       > "$D/$tag.qlog" 2>&1
     [ -s "$D/$tag.json" ] || "$B/cdquant" eval --model "$M" --quantized "$D/$tag.gguf" --text "$T" \
       --ctx 256 --max-windows "$EW" --quiet --json > "$D/$tag.json"
@@ -86,8 +88,10 @@ run_model() {
   quantize alloc_first cd --target-size 1000000000
   NLIN=$("$B/cdquant" allocation "$D/alloc_first.gguf" | jq .linear_weights)
   for t in Q4_0 Q4_1 Q5_0 Q5_1 Q8_0; do
-    quantize "u_${t}_rtn" rtn --type $t
-    row "u_${t}_rtn" uniform_rtn $t '{}'  # the cache holds CD's errors, not RTN's
+    if [ $t = Q4_0 ] || [ $t = Q5_0 ] || [ $t = Q8_0 ]; then
+      quantize "u_${t}_rtn" rtn --type $t
+      row "u_${t}_rtn" uniform_rtn $t '{}'  # the cache holds CD's errors, not RTN's
+    fi
     quantize "u_${t}_cd" cd --type $t
     row "u_${t}_cd" uniform_cd $t "$(uniform_types $t)"
   done
@@ -95,13 +99,13 @@ run_model() {
     quantize "mix_${t}_cd" cd --type $t
     row "mix_${t}_cd" mix_cd $t '{}'
   done
-  # Budgets: the sizes of the uniform and mixed CD files and seven points evenly between the
+  # Budgets: the sizes of the uniform and mixed CD files and three points evenly between the
   # smallest and the largest uniform file.
   local sizes lo hi s
   sizes=$(for f in "$D"/u_*_cd.gguf "$D"/mix_*_cd.gguf; do stat -c %s "$f"; done | sort -n | uniq)
   lo=$(echo "$sizes" | head -1)
   hi=$(stat -c %s "$D/u_Q8_0_cd.gguf")
-  sizes=$( (echo "$sizes"; for k in 1 2 3 4 5 6 7; do echo $((lo + (hi - lo) * k / 8)); done) | sort -n | uniq)
+  sizes=$( (echo "$sizes"; for k in 1 2 3; do echo $((lo + (hi - lo) * k / 4)); done) | sort -n | uniq)
   for s in $sizes; do
     # At the smallest size every tensor is at its cheapest type already and the plan stored in
     # the file does not fit beside them: that budget is refused (the log says so).
