@@ -11,7 +11,9 @@
 # with scripts/allocation_plot.sh when gnuplot is installed.
 # usage: bash scripts/allocation_table.sh [BUILD_DIR=build] [OUT_DIR=/tmp/alloc-table]
 #        [MODELS="stories260K babyllama"] [NSAMPLES=64] [EVAL_WINDOWS=100]
-# (env SENS_WINDOWS: calibration windows of the sensitivity measurement, default 32)
+# (env SENS_WINDOWS: calibration windows of the sensitivity measurement, default 32; MIXES:
+# the llama.cpp mixes, default "Q3_K_M Q3_K_L Q4_K_S Q4_K_M Q5_K_M"; POINTS: budgets evenly
+# between the smallest and largest uniform file besides the files' own sizes, default 3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${1:-build}
@@ -95,17 +97,17 @@ run_model() {
     quantize "u_${t}_cd" cd --type $t
     row "u_${t}_cd" uniform_cd $t "$(uniform_types $t)"
   done
-  for t in Q3_K_M Q3_K_L Q4_K_S Q4_K_M Q5_K_M; do
+  for t in ${MIXES:-Q3_K_M Q3_K_L Q4_K_S Q4_K_M Q5_K_M}; do
     quantize "mix_${t}_cd" cd --type $t
     row "mix_${t}_cd" mix_cd $t '{}'
   done
-  # Budgets: the sizes of the uniform and mixed CD files and three points evenly between the
+  # Budgets: the sizes of the uniform and mixed CD files and POINTS (3) evenly between the
   # smallest and the largest uniform file.
   local sizes lo hi s
   sizes=$(for f in "$D"/u_*_cd.gguf "$D"/mix_*_cd.gguf; do stat -c %s "$f"; done | sort -n | uniq)
   lo=$(echo "$sizes" | head -1)
   hi=$(stat -c %s "$D/u_Q8_0_cd.gguf")
-  sizes=$( (echo "$sizes"; for k in 1 2 3; do echo $((lo + (hi - lo) * k / 4)); done) | sort -n | uniq)
+  sizes=$( (echo "$sizes"; for ((k = 1; k <= ${POINTS:-3}; ++k)); do echo $((lo + (hi - lo) * k / (${POINTS:-3} + 1))); done) | sort -n | uniq)
   for s in $sizes; do
     # At the smallest size every tensor is at its cheapest type already and the plan stored in
     # the file does not fit beside them: that budget is refused (the log says so).

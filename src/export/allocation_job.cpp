@@ -260,12 +260,13 @@ int64_t linear_budget(const QuantizeJob& job, ModelReader& reader, const Units& 
     return a.target_size - (file - linears);
   }
   // GPTQ: the safetensors other than the linears: embeddings (and an untied head) and norms in
-  // F16, and a header of at most ~256 bytes per tensor (names, shapes, offsets).
+  // F16, and a header of at most 144 bytes per tensor (a name of ~40 characters, dtype, shape,
+  // offsets; checked against the written shards by run_quantize_job).
   int64_t rest = static_cast<int64_t>(c.vocab_size) * c.dim * 2 * (c.tied_embeddings ? 1 : 2) +
                  (2 * c.n_layers + 1) * static_cast<int64_t>(c.dim) * 2;
   if (c.qkv_bias)
     rest += c.n_layers * (linear_shape(c, Linear::Q).out + 2 * linear_shape(c, Linear::K).out) * 2;
-  rest += 256 * (c.n_layers * (4 * 7 + 2) + 4) + 4096;
+  rest += 144 * (c.n_layers * (4 * 7 + 2) + 4) + 1024;
   return a.target_size - rest;
 }
 

@@ -118,8 +118,14 @@ QuantizeSummary run_quantize_job(const QuantizeJob& job) {
                        writer->write_block(layer, block, linears);
                      });
   writer->finish();
-  if (job.allocation.target_size > 0 && job.out_format == "gguf") {
-    const auto bytes = static_cast<int64_t>(std::filesystem::file_size(job.out_path));
+  if (job.allocation.target_size > 0) {
+    int64_t bytes = 0;
+    if (job.out_format == "gguf") {
+      bytes = static_cast<int64_t>(std::filesystem::file_size(job.out_path));
+    } else {  // GPTQ: the safetensors shards
+      for (const auto& e : std::filesystem::directory_iterator(job.out_path))
+        if (e.path().extension() == ".safetensors") bytes += static_cast<int64_t>(e.file_size());
+    }
     CDQ_CHECK(bytes <= job.allocation.target_size,
               "internal: {} has {} bytes, over the budget of {} (the size plan is wrong)",
               job.out_path, bytes, job.allocation.target_size);
