@@ -17,6 +17,7 @@ struct QuantizeFlags {
   std::string method = std::string(default_method().name());
   SolverFlags solver;
   bool quiet = false;
+  std::string allocation_error = "weight";
 };
 
 void print_progress(const LayerProgress& p) {
@@ -97,12 +98,36 @@ void register_quantize(CLI::App& app) {
   cmd->add_flag("--gptq-v1", flags->job.gptq.v1,
                 "GPTQ: write asymmetric grids as v1 'gptq' (AutoGPTQ, older vLLM) instead of "
                 "gptq_v2; needs every zero point >= 1");
+  cmd->add_option("--target-bpw", flags->job.allocation.target_bpw,
+                  "GGUF/GPTQ: choose each linear's type (bits) to fit this many bits per weight "
+                  "over the linears, least predicted KL increase (measured sensitivities)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--target-size", flags->job.allocation.target_size,
+                  "GGUF/GPTQ: as --target-bpw, for a whole output of at most this many bytes")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--sensitivity", flags->job.allocation.sensitivity_path,
+                  "With a size budget: JSON cache of sensitivities and candidate errors, read "
+                  "when it exists, else measured and written (default: <out>.sensitivity.json)");
+  cmd->add_option("--sensitivity-windows", flags->job.allocation.sensitivity.max_windows,
+                  "With a size budget: calibration windows the sensitivities are measured on")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--sensitivity-levels", flags->job.allocation.sensitivity.levels,
+                  "With a size budget: relative noise levels t injected per linear")
+      ->capture_default_str();
+  cmd->add_option("--allocation-error", flags->allocation_error,
+                  "With a size budget: the error the linear model weighs, 'weight' "
+                  "(|Q-W|^2/|W|^2, HIGGS) or 'objective' (L(Q)/tr(W H W^T))")
+      ->check(CLI::IsMember({"weight", "objective"}))
+      ->capture_default_str();
   cmd->add_flag("--quiet", flags->quiet, "No per-layer progress lines");
   add_solver_flags(cmd, flags->solver);
   cmd->callback([flags] {
     QuantizeJob job = flags->job;
     job.quant.method = parse_method(flags->method);
     job.quant.solver = flags->solver.to_options();
+    job.allocation.error = flags->allocation_error == "objective" ? AllocationError::Objective
+                                                                  : AllocationError::Weight;
     job.quant.comm = communicator();
     const bool lead = job.quant.comm == nullptr || job.quant.comm->rank() == 0;
     if (lead)
@@ -111,6 +136,10 @@ void register_quantize(CLI::App& app) {
       job.quant.progress = print_progress;
       job.on_note = [](const std::string& n) { fmt::print(stderr, "note: {}\n", n); };
       job.on_self_calibration = print_self_calibration;
+    } else if (lead && job.allocation.active()) {  // the plan is printed even when quiet
+      job.on_note = [](const std::string& n) {
+        if (n.rfind("allocation plan:", 0) == 0) fmt::print(stderr, "{}\n", n);
+      };
     }
     const QuantizeSummary s = run_quantize_job(job);
     if (!lead) return;

@@ -19,6 +19,7 @@ void register_commands(CLI::App& app, const std::string& exe) {
   register_demo(app, exe);
   register_eval(app);
   register_generate(app);
+  register_allocation(app);
 }
 
 }  // namespace cdq::cli

@@ -19,5 +19,6 @@ void register_quantize(CLI::App& app);                      // cmd_quantize.cpp
 void register_demo(CLI::App& app, const std::string& exe);  // cmd_demo.cpp
 void register_eval(CLI::App& app);                          // cmd_eval.cpp
 void register_generate(CLI::App& app);                      // cmd_generate.cpp
+void register_allocation(CLI::App& app);                    // cmd_allocation.cpp
 
 }  // namespace cdq::cli

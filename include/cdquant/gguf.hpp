@@ -223,6 +223,9 @@ class GgufWriter {
   void finish();
 
   const std::vector<GgufTensorInfo>& tensors() const { return tensors_; }
+  // Bytes the file will have with the metadata set and the tensors declared so far (header
+  // padded to the alignment, then every tensor padded), before anything is written.
+  uint64_t file_bytes() const;
 
  private:
   void write_bytes(const void* p, size_t n);

@@ -9,11 +9,13 @@
 #pragma once
 
 #include <cdquant/ggml_type.hpp>
+#include <cdquant/grid_constraint.hpp>
 #include <cdquant/model.hpp>
 #include <cdquant/model_writer.hpp>
 #include <cdquant/quantize.hpp>
 #include <cdquant/tokenizer.hpp>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -46,7 +48,15 @@ struct GgufExportOptions {
   // general.name; "": the input's (a GGUF source's general.name, else source_path's stem, else
   // "model"), never the output's file name.
   std::string name;
+  // Linears by exact GGUF tensor name (blk.3.attn_q.weight) -> type, in place of the --type mix
+  // (a size-budget allocation; --override still wins, the fallbacks still apply).
+  std::map<std::string, GgmlType> tensor_types;
+  // Stored as the metadata string kGgufAllocationKey when not empty (the allocation plan, JSON).
+  std::string allocation;
 };
+
+// The metadata key of a size-budget allocation's plan (a JSON string).
+inline constexpr const char* kGgufAllocationKey = "cdquant.allocation";
 
 // The type of every tensor of a model. Norms and biases are always F32.
 class GgufPlan {
@@ -93,7 +103,17 @@ class GgufModelWriter : public ModelWriter {
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
+  friend uint64_t gguf_file_bytes(const ModelConfig&, const TokenizerVocab&, const std::string&,
+                                  const GgufExportOptions&);
 };
+
+// Bytes of the file a GgufModelWriter with these options would write (nothing is written).
+uint64_t gguf_file_bytes(const ModelConfig& config, const TokenizerVocab& vocab,
+                         const std::string& out_path, const GgufExportOptions& options);
+
+// The grid a linear of type t is solved on in a GGUF file: the type's block scales (with
+// importance diag(H) when asked), or for float types the weights rounded to that type.
+GridConstraint gguf_type_grid(GgmlType t, const Matrix& w, const Matrix& h, bool importance);
 
 // Whole in-memory model to GGUF with ggml's reference quantizers (no calibration).
 void write_gguf_model(const Model& model, const TokenizerVocab& vocab, const std::string& path,

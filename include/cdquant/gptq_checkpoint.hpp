@@ -13,6 +13,7 @@
 #include <cdquant/gptq_format.hpp>
 #include <cdquant/model.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace cdq {
@@ -30,7 +31,18 @@ struct GptqCheckpointConfig {
   std::string method = "gptq";  // cdquant's solver (meta only)
   // Kinds of linears stored as float16 .weight in every block (not packable at these settings).
   std::vector<Linear> float_linears;
+  // Per-module bits other than `bits` (a size-budget allocation): `dynamic` positive overrides
+  // "+:<regex>": {"bits": b} in GPTQModel's / vLLM's format, in the order a loader tries them
+  // (the first regex that matches a module's name from its start decides, as re.match does).
+  std::vector<std::pair<std::string, int>> dynamic_bits;
 };
+
+// The bits of the module named `module` (model.layers.3.self_attn.q_proj, or vLLM's fused
+// model.layers.3.self_attn.qkv_proj): its first matching dynamic override, else c.bits.
+int gptq_module_bits(const GptqCheckpointConfig& c, const std::string& module);
+// The "+:" regex of one block's fused group (q/k/v or gate/up, or o, down alone), covering the
+// separate module names and vLLM's fused one.
+std::string gptq_group_override(int layer, const std::vector<Linear>& group);
 
 // Whether a [N, K] linear is stored packed: whole 32-bit words along K and N at these bits and,
 // with groups, K a multiple of group_size (vLLM rejects ragged groups). Linears that are not

@@ -23,11 +23,17 @@ struct GptqExportOptions {
 };
 
 // GPTQ output of any source (HF, llama2.c, GGUF): streamed block by block into out_dir.
+// options.tune_linear, when set, gives linears their own bits (written as `dynamic` overrides);
+// allocation (JSON text, may be empty) is stored in config.json as kGptqAllocationKey.
 // options.solver.grid must have fp16_scales set for an exact round trip (run_quantize_job does).
 std::unique_ptr<ModelWriter> make_gptq_writer(ModelReader& source, const std::string& source_path,
                                               const std::string& out_dir,
                                               const QuantizeOptions& options,
                                               uint64_t max_shard_bytes = 2'000'000'000,
-                                              const GptqExportOptions& gptq = {});
+                                              const GptqExportOptions& gptq = {},
+                                              const std::string& allocation = "");
+
+// config.json's field holding a size-budget allocation's plan (a JSON object), when there is one.
+inline constexpr const char* kGptqAllocationKey = "cdquant_allocation";
 
 }  // namespace cdq

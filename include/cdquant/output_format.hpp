@@ -28,6 +28,7 @@ struct OutputRequest {
   const QuantizeOptions& quant;   // as the format constrained it
   const GgufExportOptions& gguf;  // types and overrides; source and tokenizer paths filled in
   const GptqExportOptions& gptq;
+  std::string allocation = "";    // a size-budget allocation's plan (JSON) for the metadata
 };
 
 using WriterFactory = std::unique_ptr<ModelWriter> (*)(const OutputRequest& request);

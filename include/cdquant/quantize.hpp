@@ -59,7 +59,10 @@ struct QuantizeOptions {
   bool true_sequential = false;  // refresh H after each group (qkv, o, gate/up, down)
   int64_t chunk_tokens = 4096;   // calibration tokens pushed through a block at once
   GridChooser choose_grid;       // optional
-  TransformFactory transform;    // optional: each linear's change of basis; none: identity
+  // Optional: changes one linear's solver options before it is solved (a size-budget
+  // allocation's bits per linear for GPTQ checkpoints). Writers read it too.
+  std::function<void(int layer, Linear linear, SolverOptions& options)> tune_linear;
+  TransformFactory transform;  // optional: each linear's change of basis; none: identity
   std::function<void(const LayerProgress&)> progress;  // optional, after every linear
   // Several processes (ranks) together, or null for one. The calibration windows are shared
   // out in fixed chunks (chunk_tokens) and their H summed by a tree that depends on the number

@@ -3,6 +3,7 @@
 // no H), quantize block by block, write the result.
 #pragma once
 
+#include <cdquant/allocation_job.hpp>
 #include <cdquant/gguf_export.hpp>
 #include <cdquant/gptq_export.hpp>
 #include <cdquant/model_tokenizer.hpp>
@@ -30,6 +31,9 @@ struct QuantizeJob {
   QuantizeOptions quant;
   GgufExportOptions gguf;  // out_format "gguf": types, overrides (source/tokenizer filled in)
   GptqExportOptions gptq;  // out_format "gptq": side-tensor dtype, v1 for asymmetric grids
+  // --target-bpw / --target-size: GGUF types or GPTQ bits per linear chosen to fit a size
+  // (allocation_job.hpp); calibration is then always taken, for the sensitivities.
+  AllocationRequest allocation;
   std::function<void(const std::string&)> on_note;  // format notes (GGUF type fallbacks)
   // Warnings the run goes on after (a degenerate calibration text); shown even when quiet.
   std::function<void(const std::string&)> on_warning;

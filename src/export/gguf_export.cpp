@@ -87,17 +87,34 @@ std::string default_name(const std::string& source_path) {
   return stem.empty() || stem == "." || stem == ".." ? "model" : stem;
 }
 
+// The type's block scales for w: ggml's search weighted by diag(H) when asked.
+QuantizedBlocks block_scales(GgmlType t, const Matrix& w, const Matrix& h, bool importance) {
+  std::vector<float> imp;
+  if (importance) imp = ggml_importance(h);
+  return choose_block_scales(w, t, imp.empty() ? nullptr : imp.data());
+}
+
+// The block grid of qb with its free fp16 multipliers d (the CD family refits them).
+GridConstraint block_constraint(const QuantizedBlocks& qb, GgmlType t) {
+  const SubScaleRange range = ggml_sub_scale_range(t);
+  return GridConstraint::ggml_block(qb.to_grid(), qb.group_sub_scales(),
+                                    static_cast<int>(qb.groups_per_block()), range.lo, range.hi);
+}
+
 }  // namespace
 
 struct GgufModelWriter::Impl {
-  Impl(ModelReader& src, const std::string& path, const GgufExportOptions& opt)
-      : source(src),
+  Impl(ModelReader& src, const std::string& out_path, const GgufExportOptions& opt)
+      : path(out_path),
+        source(src),
         config(src.config()),
         options(opt),
         plan(config, opt),
         arch(gguf_arch_of(config)),
-        out(path) {}
+        out(out_path) {}
 
+  std::string path;
+  const TokenizerVocab* vocab = nullptr;
   ModelReader& source;
   ModelConfig config;
   GgufExportOptions options;
@@ -140,23 +157,23 @@ struct GgufModelWriter::Impl {
   std::optional<GridConstraint> choose(int layer, Linear l, const Matrix& w, const Matrix& h) {
     const GgmlType t = plan.linear(layer, l);
     if (!ggml_traits(t).quantized()) return GridConstraint::kept(float_grid(w, t));
-    QuantizedBlocks qb;
-    if (options.hqq_block_scales && ggml_has_min(t)) {
-      qb = choose_block_scales_hqq(w, t);
-    } else {
-      std::vector<float> imp;
-      if (options.importance) imp = ggml_importance(h);
-      qb = choose_block_scales(w, t, imp.empty() ? nullptr : imp.data());
-    }
-    const SubScaleRange range = ggml_sub_scale_range(t);
-    GridConstraint g =
-        GridConstraint::ggml_block(qb.to_grid(), qb.group_sub_scales(),
-                                   static_cast<int>(qb.groups_per_block()), range.lo, range.hi);
+    QuantizedBlocks qb = options.hqq_block_scales && ggml_has_min(t)
+                             ? choose_block_scales_hqq(w, t)
+                             : block_scales(t, w, h, options.importance);
+    GridConstraint g = block_constraint(qb, t);
     g.rule_codes = std::move(qb.codes);  // RTN's codes; other solvers' codes replace them
     pending[{layer, static_cast<int>(l)}] = std::move(qb);
     return g;
   }
 
+  void declare_all() {
+    set_gguf_model_metadata(out, config, *vocab,
+                            options.name.empty() ? default_name(options.source_path) : options.name,
+                            plan.file_type());
+    if (!options.allocation.empty())
+      out.set(kGgufAllocationKey, GgufValue::string(options.allocation));
+    declare();
+  }
   // Bytes of one linear: the solver's codes on the pending block scales, or (no result: a
   // whole-model conversion) ggml's reference quantization of the weights.
   std::vector<uint8_t> linear_bytes(int layer, Linear l, const Matrix& w, const LinearResult* r) {
@@ -183,10 +200,8 @@ GgufModelWriter::GgufModelWriter(ModelReader& source, const std::string& out_pat
                                  const TokenizerVocab& vocab, const GgufExportOptions& options)
     : impl_(std::make_unique<Impl>(source, out_path, options)) {
   Impl& m = *impl_;
-  set_gguf_model_metadata(m.out, m.config, vocab,
-                          options.name.empty() ? default_name(options.source_path) : options.name,
-                          m.plan.file_type());
-  m.declare();
+  m.vocab = &vocab;
+  m.declare_all();
   m.out.write_header();
   const Matrix emb = source.read_embeddings();  // [vocab, dim]
   m.out.write_tensor("token_embd.weight", quantize_reference(m.plan.embeddings(), emb));
@@ -264,6 +279,39 @@ void GgufModelWriter::finish() {
     m.out.write_tensor("output.weight",
                        quantize_reference(m.plan.output(), m.source.read_output()));
   m.out.finish();
+}
+
+namespace {
+
+// Reads nothing: the planned size needs only the config.
+class ConfigOnlyReader final : public ModelReader {
+ public:
+  explicit ConfigOnlyReader(const ModelConfig& c) : c_(c) {}
+  const ModelConfig& config() const override { return c_; }
+  Matrix read_embeddings() override { fail("GGUF size planning reads no tensors"); }
+  BlockWeights read_block(int) override { fail("GGUF size planning reads no tensors"); }
+  std::vector<float> read_final_norm() override { fail("GGUF size planning reads no tensors"); }
+  Matrix read_output() override { fail("GGUF size planning reads no tensors"); }
+  std::string format() const override { return "config"; }
+
+ private:
+  const ModelConfig& c_;
+};
+
+}  // namespace
+
+uint64_t gguf_file_bytes(const ModelConfig& config, const TokenizerVocab& vocab,
+                         const std::string& out_path, const GgufExportOptions& options) {
+  ConfigOnlyReader reader(config);
+  GgufModelWriter::Impl m(reader, out_path, options);  // opens nothing until write_header
+  m.vocab = &vocab;
+  m.declare_all();
+  return m.out.file_bytes();
+}
+
+GridConstraint gguf_type_grid(GgmlType t, const Matrix& w, const Matrix& h, bool importance) {
+  if (!ggml_traits(t).quantized()) return GridConstraint::kept(float_grid(w, t));
+  return block_constraint(block_scales(t, w, h, importance), t);
 }
 
 namespace {

@@ -225,7 +225,11 @@ GgufPlan::GgufPlan(const ModelConfig& config, const GgufExportOptions& options) 
   for (int i = 0; i < n; ++i) {
     for (Linear l : kAllLinears) {
       const size_t k = static_cast<size_t>(i) * 7 + static_cast<size_t>(l);
-      const GgmlType t = quantized ? mix_type(spec, i, n, l, n_gqa, options.importance) : spec.base;
+      const auto chosen = options.tensor_types.find(gguf_linear_name(i, l));
+      const GgmlType t = chosen != options.tensor_types.end()
+                             ? chosen->second
+                         : quantized ? mix_type(spec, i, n, l, n_gqa, options.importance)
+                                     : spec.base;
       const int64_t cols = (l == Linear::O)      ? config.q_dim()
                            : (l == Linear::Down) ? config.hidden_dim
                                                  : config.dim;

@@ -13,6 +13,7 @@
 #include <cdquant/solver.hpp>
 #include <filesystem>
 #include <iterator>
+#include <map>
 #include <span>
 
 #include "export/hf_writer.hpp"
@@ -117,26 +118,45 @@ class GptqWriter final : public ModelWriter {
  public:
   GptqWriter(ModelReader& source, const std::string& source_path, std::string out_dir,
              const QuantizeOptions& options, uint64_t max_shard_bytes,
-             const GptqExportOptions& gptq)
+             const GptqExportOptions& gptq, std::string allocation)
       : source_(source),
         source_path_(source_path),
         out_dir_(std::move(out_dir)),
         config_(gptq_config_for(options)),
         dir_(out_dir_),
         dtype_(float_dtype(source, source_path, gptq.dtype)),
-        side_(source, source_path, dtype_) {
+        side_(source, source_path, dtype_),
+        allocation_(std::move(allocation)) {
     if (gptq.v1) config_.format = GptqCheckpointFormat::V1;
     const ModelConfig& c = source.config();
-    CDQ_CHECK(config_.bits == 2 || config_.bits == 3 || config_.bits == 4 || config_.bits == 8,
-              "GPTQ checkpoints hold 2, 3, 4 or 8 bits, not {}", config_.bits);
-    config_.desc_act = false;  // set by finish() from the g_idx actually written
-    // A fused group (q/k/v, gate/up) is packed only when all its members are.
-    for (const auto& group : gptq_linear_groups()) {
-      bool all = true;
-      for (Linear l : group) {
-        const LinearShape s = linear_shape(c, l);
-        all = all && gptq_stores_packed(s.out, s.in, config_.bits, config_.group_size);
+    bits_.resize(static_cast<size_t>(c.n_layers) * 7, config_.bits);
+    for (int i = 0; i < c.n_layers; ++i)
+      for (Linear l : kAllLinears) {
+        SolverOptions so = options.solver;
+        if (options.tune_linear) options.tune_linear(i, l, so);
+        const int b = so.grid.bits;
+        CDQ_CHECK(b == 2 || b == 3 || b == 4 || b == 8,
+                  "GPTQ checkpoints hold 2, 3, 4 or 8 bits, not {} ({})", b,
+                  hf_linear_prefix(i, l));
+        bits_[static_cast<size_t>(i) * 7 + static_cast<size_t>(l)] = b;
       }
+    config_.desc_act = false;  // set by finish() from the g_idx actually written
+    // A fused group (q/k/v, gate/up) is packed only when all its members are, in every block.
+    for (const auto& group : gptq_linear_groups()) {
+      int packed_layers = 0;
+      for (int i = 0; i < c.n_layers; ++i) {
+        bool all = true;
+        for (Linear l : group) {
+          const LinearShape s = linear_shape(c, l);
+          all = all && gptq_stores_packed(s.out, s.in, bits_of(i, l), config_.group_size);
+        }
+        packed_layers += all ? 1 : 0;
+      }
+      CDQ_CHECK(packed_layers == 0 || packed_layers == c.n_layers,
+                "{}: the {} linears can be packed at their bits in {} of {} blocks; a checkpoint "
+                "keeps a kind float in every block or in none",
+                out_dir_, linear_name(group.front()), packed_layers, c.n_layers);
+      const bool all = packed_layers > 0;
       for (Linear l : group) packed_[static_cast<int>(l)] = all;
       if (all) continue;
       for (Linear l : group) {
@@ -151,6 +171,7 @@ class GptqWriter final : public ModelWriter {
       }
     }
     check_packs_something(c);
+    set_dynamic_bits(c);
     std::vector<SafetensorsStreamWriter::Decl> decls;
     for (int i = 0; i < c.n_layers; ++i) {
       for (const auto& d : side_.layer(i)) decls.push_back(d);
@@ -163,7 +184,7 @@ class GptqWriter final : public ModelWriter {
         }
         const int64_t groups =
             config_.group_size > 0 ? (s.in + config_.group_size - 1) / config_.group_size : 1;
-        const int b = config_.bits;
+        const int b = bits_of(i, l);
         decls.push_back({p + ".qweight", DType::I32, {s.in * b / 32, s.out}});
         decls.push_back({p + ".qzeros", DType::I32, {groups, s.out * b / 32}});
         decls.push_back({p + ".scales", DType::F16, {groups, s.out}});
@@ -207,7 +228,7 @@ class GptqWriter final : public ModelWriter {
                                    [&](const LinearResult& r) { return r.linear == l; });
       CDQ_CHECK(it != linears.end(), "{}: block {} came without the quantized {} linear", out_dir_,
                 layer, linear_name(l));
-      write_packed(p, *it, qk);
+      write_packed(p, *it, qk, bits_of(layer, l));
     }
     ++next_layer_;
   }
@@ -228,6 +249,7 @@ class GptqWriter final : public ModelWriter {
     const json q = gptq_quantization_config(config_);
     config["quantization_config"] = q;
     config["torch_dtype"] = torch_dtype();  // the dtype of every float tensor in the files
+    if (!allocation_.empty()) config[kGptqAllocationKey] = json::parse(allocation_);
     const fs::path build(dir_.build_path());
     write_json_file((build / "config.json").string(), config);
     write_json_file((build / "quantize_config.json").string(), q);
@@ -251,14 +273,43 @@ class GptqWriter final : public ModelWriter {
         config_.bits, std::max(config_.group_size, 0), fmt::join(shapes, ", "));
   }
 
-  void write_packed(const std::string& p, const LinearResult& r, bool qk) {
+  int bits_of(int layer, Linear l) const {
+    return bits_[static_cast<size_t>(layer) * 7 + static_cast<size_t>(l)];
+  }
+
+  // The most common bits of the packed groups become `bits`; every other group gets a dynamic
+  // override naming its block (groups share bits: vLLM fuses q/k/v and gate/up).
+  void set_dynamic_bits(const ModelConfig& c) {
+    std::map<int, int> count;
+    for (int i = 0; i < c.n_layers; ++i)
+      for (const auto& group : gptq_linear_groups())
+        if (packed_[static_cast<int>(group.front())]) {
+          for (Linear l : group)
+            CDQ_CHECK(bits_of(i, l) == bits_of(i, group.front()),
+                      "{}: {} and {} of block {} differ in bits; loaders fuse them", out_dir_,
+                      linear_name(group.front()), linear_name(l), i);
+          ++count[bits_of(i, group.front())];
+        }
+    if (count.empty()) return;
+    int base = config_.bits;
+    for (const auto& [b, n] : count)
+      if (n > count[base]) base = b;
+    config_.bits = base;
+    for (int i = 0; i < c.n_layers; ++i)
+      for (const auto& group : gptq_linear_groups())
+        if (packed_[static_cast<int>(group.front())] && bits_of(i, group.front()) != base)
+          config_.dynamic_bits.emplace_back(gptq_group_override(i, group),
+                                            bits_of(i, group.front()));
+  }
+
+  void write_packed(const std::string& p, const LinearResult& r, bool qk, int bits) {
     const ModelConfig& c = source_.config();
     CDQ_CHECK(r.grid.is_integer_grid(),
               "{}: GPTQ checkpoints need integer grids with zero points ({} has none)", out_dir_,
               p);
-    CDQ_CHECK(r.grid.maxq == (1 << config_.bits) - 1,
+    CDQ_CHECK(r.grid.maxq == (1 << bits) - 1,
               "{}: {} was quantized with maxq {}, the checkpoint holds {} bits", out_dir_, p,
-              r.grid.maxq, config_.bits);
+              r.grid.maxq, bits);
     const int64_t groups =
         config_.group_size > 0 ? (r.grid.d_in + config_.group_size - 1) / config_.group_size : 1;
     CDQ_CHECK(r.grid.n_groups == groups, "{}: {} has {} groups, group_size {} needs {}", out_dir_,
@@ -267,7 +318,7 @@ class GptqWriter final : public ModelWriter {
     std::vector<uint8_t> codes = r.codes;
     if (qk) permute_rows(grid, codes, rotate_half_order(grid.d_out, c.head_dim));
     if (!consecutive_groups(grid.g_idx, config_.group_size)) config_.desc_act = true;
-    const GptqLinear t = pack_gptq_linear(grid, codes, config_.bits, config_.format);
+    const GptqLinear t = pack_gptq_linear(grid, codes, bits, config_.format);
     naming_output_folder(out_dir_, [&] {
       out_->write_bytes(p + ".qweight", as_bytes_of(t.qweight));
       out_->write_bytes(p + ".qzeros", as_bytes_of(t.qzeros));
@@ -286,6 +337,8 @@ class GptqWriter final : public ModelWriter {
   DType dtype_;
   HfSideTensors side_;
   std::vector<std::string> notes_;
+  std::string allocation_;  // the allocation plan (JSON), or ""
+  std::vector<int> bits_;   // [n_layers * 7] bits of every linear
   bool packed_[7] = {};
   std::unique_ptr<SafetensorsStreamWriter> out_;
   int next_layer_ = 0;
@@ -297,9 +350,11 @@ std::unique_ptr<ModelWriter> make_gptq_writer(ModelReader& source, const std::st
                                               const std::string& out_dir,
                                               const QuantizeOptions& options,
                                               uint64_t max_shard_bytes,
-                                              const GptqExportOptions& gptq) {
+                                              const GptqExportOptions& gptq,
+                                              const std::string& allocation) {
   check_output_path(out_dir, OutputKind::Folder, {{"the source", source_path}});
-  return std::make_unique<GptqWriter>(source, source_path, out_dir, options, max_shard_bytes, gptq);
+  return std::make_unique<GptqWriter>(source, source_path, out_dir, options, max_shard_bytes, gptq,
+                                      allocation);
 }
 
 }  // namespace cdq

@@ -31,7 +31,8 @@ std::unique_ptr<ModelWriter> make_gguf(const OutputRequest& r) {
 }
 
 std::unique_ptr<ModelWriter> make_gptq(const OutputRequest& r) {
-  return make_gptq_writer(r.source, r.source_path, r.out_path, r.quant, kHfShardBytes, r.gptq);
+  return make_gptq_writer(r.source, r.source_path, r.out_path, r.quant, kHfShardBytes, r.gptq,
+                          r.allocation);
 }
 
 // Float outputs keep the input's own format.

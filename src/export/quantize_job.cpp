@@ -8,7 +8,11 @@
 #include <cdquant/text_file.hpp>
 #include <cdquant/tokenizer.hpp>
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
+#include <fstream>
+
+#include "export/allocation_job.hpp"
 
 namespace cdq {
 
@@ -24,11 +28,13 @@ std::vector<std::vector<int>> calibration_from_file(const std::string& text_path
 CalibrationSource calibration_source(const QuantizeJob& job) {
   // GGUF block scales are fitted with importance diag(H) unless --no-importance: the format
   // reads H then, whatever the method does, except for HQQ's block fit, which is data-free
-  // (the types it cannot serve then take ggml's plain rule).
+  // (the types it cannot serve then take ggml's plain rule). A size budget always calibrates,
+  // for the sensitivities.
   const bool format_reads_h = find_output_format(job.out_format).grid == GridKind::GgmlBlock &&
                               job.gguf.importance &&
                               !uses_hqq_block_scales(job.quant.method, job.quant.solver);
-  if (!format_reads_h && !needs_hessian(job.quant.method, job.quant.solver))
+  if (!format_reads_h && !needs_hessian(job.quant.method, job.quant.solver) &&
+      !job.allocation.active())
     return CalibrationSource::None;
   if (job.calib_path.empty() || job.calib_path == "self") return CalibrationSource::Self;
   return CalibrationSource::Text;
@@ -143,12 +149,20 @@ QuantizeSummary run_quantize_job(const QuantizeJob& job) {
   gguf.hqq_block_scales = uses_hqq_block_scales(job.quant.method, job.quant.solver);
   QuantizeOptions quant = job.quant;
   format.constrain(quant.solver);
+  // A size budget needs the calibration first (sensitivities, candidate errors): it sets the
+  // types the writer plans with.
+  std::vector<std::vector<int>> windows;
+  std::string allocation;
+  if (job.allocation.active()) {
+    windows = calibration_windows(job, *reader, seqlen);
+    allocation = apply_allocation(job, *reader, windows, quant, gguf);
+  }
   // The writer comes before calibration: what the format cannot store fails at once, and the
   // output (under its temporary name) exists from the start. Under MPI only rank 0 writes.
   const bool writes = quant.comm == nullptr || quant.comm->rank() == 0;
-  const auto writer =
-      writes ? format.make_writer({*reader, job.model_path, job.out_path, quant, gguf, job.gptq})
-             : nullptr;
+  const auto writer = writes ? format.make_writer({*reader, job.model_path, job.out_path, quant,
+                                                   gguf, job.gptq, allocation})
+                             : nullptr;
   // Formats that store codes fix the grids they hold (GGUF block grids) or keep float what they
   // cannot hold (GPTQ's unpackable linears); a float output (even an F32 GGUF) stores whatever
   // the solver chose.
@@ -156,14 +170,27 @@ QuantizeSummary run_quantize_job(const QuantizeJob& job) {
     quant.choose_grid = writer->grid_chooser();
   if (writer && job.on_note)
     for (const std::string& note : writer->notes()) job.on_note(note);
-  const auto windows = calibration_windows(job, *reader, seqlen);
+  if (!job.allocation.active()) windows = calibration_windows(job, *reader, seqlen);
   const QuantizeSummary summary =
       quantize_model(*reader, windows, quant,
                      [&](int layer, BlockWeights& block, std::vector<LinearResult>& linears) {
                        for (const LinearResult& r : linears) check_format_holds(format, r);
                        writer->write_block(layer, block, linears);
                      });
-  if (writer) writer->finish();
+  if (!writer) return summary;
+  writer->finish();
+  if (job.allocation.target_size > 0) {
+    int64_t bytes = 0;
+    if (job.out_format == "gguf") {
+      bytes = static_cast<int64_t>(std::filesystem::file_size(job.out_path));
+    } else {  // GPTQ: the safetensors shards
+      for (const auto& e : std::filesystem::directory_iterator(job.out_path))
+        if (e.path().extension() == ".safetensors") bytes += static_cast<int64_t>(e.file_size());
+    }
+    CDQ_CHECK(bytes <= job.allocation.target_size,
+              "internal: {} has {} bytes, over the budget of {} (the size plan is wrong)",
+              job.out_path, bytes, job.allocation.target_size);
+  }
   return summary;
 }
 

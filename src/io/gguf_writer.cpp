@@ -45,6 +45,17 @@ void GgufWriter::add_tensor(std::string name, std::vector<uint64_t> dims, GgmlTy
   tensors_.push_back(std::move(t));
 }
 
+uint64_t GgufWriter::file_bytes() const {
+  uint64_t n = 4 + 4 + 8 + 8;  // magic, version, tensor count, metadata count
+  for (const auto& [key, v] : kv_) {
+    n += 8 + key.size() + 4 + (v.is_array() ? 4 + 8 : 0);
+    for (const std::string& s : v.strings()) n += 8 + s.size();
+    n += v.raw().size();
+  }
+  for (const GgufTensorInfo& t : tensors_) n += 8 + t.name.size() + 4 + 8 * t.dims.size() + 4 + 8;
+  return gguf::align_up(n, alignment_) + data_size_;
+}
+
 void GgufWriter::write_bytes(const void* p, size_t n) {
   out_->write(p, n);
   written_ += n;

@@ -31,6 +31,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <regex>
 #include <span>
 
 #include "io/json_file.hpp"
@@ -56,9 +57,8 @@ bool contains(const std::vector<Linear>& v, Linear l) {
   return std::find(v.begin(), v.end(), l) != v.end();
 }
 
-// Negative-match regex of a float group in every block, covering vLLM's fused module name.
-std::string skip_regex(const std::vector<Linear>& group) {
-  const bool attn = group.front() == Linear::Q || group.front() == Linear::O;
+// Alternatives of a group's module names ("q|k|v|qkv") and the block part they live in.
+std::string group_alternatives(const std::vector<Linear>& group) {
   std::string alts;
   for (Linear l : group) {
     const std::string n = block_name(l);
@@ -68,8 +68,17 @@ std::string skip_regex(const std::vector<Linear>& group) {
   }
   if (group.size() == 3) alts += "|qkv";
   if (group.size() == 2) alts += "|gate_up";
-  return fmt::format("-:^model\\.layers\\.\\d+\\.{}\\.({})_proj$", attn ? "self_attn" : "mlp",
-                     alts);
+  return alts;
+}
+
+const char* group_part(const std::vector<Linear>& group) {
+  return group.front() == Linear::Q || group.front() == Linear::O ? "self_attn" : "mlp";
+}
+
+// Negative-match regex of a float group in every block, covering vLLM's fused module name.
+std::string skip_regex(const std::vector<Linear>& group) {
+  return fmt::format("-:^model\\.layers\\.\\d+\\.{}\\.({})_proj$", group_part(group),
+                     group_alternatives(group));
 }
 
 int json_int(const json& j, const char* key, const std::string& what) {
@@ -96,6 +105,19 @@ const std::vector<std::vector<Linear>>& gptq_linear_groups() {
 
 // ---- config -------------------------------------------------------------------------------------
 
+std::string gptq_group_override(int layer, const std::vector<Linear>& group) {
+  return fmt::format("+:^model\\.layers\\.{}\\.{}\\.({})_proj$", layer, group_part(group),
+                     group_alternatives(group));
+}
+
+int gptq_module_bits(const GptqCheckpointConfig& c, const std::string& module) {
+  for (const auto& [pattern, bits] : c.dynamic_bits) {
+    const std::regex re(pattern.substr(2));
+    if (std::regex_search(module, re, std::regex_constants::match_continuous)) return bits;
+  }
+  return c.bits;
+}
+
 bool gptq_stores_packed(int64_t out_features, int64_t in_features, int bits, int group_size) {
   return gptq_packable(out_features, in_features, bits) &&
          (group_size <= 0 || in_features % group_size == 0);
@@ -119,8 +141,9 @@ json gptq_quantization_config(const GptqCheckpointConfig& c) {
               {"method", c.method},
               {"damp_percent", c.damp_percent},
               {"uri", "cdquant (RTN / GPTQ / CDQuant coordinate descent)"}}}};
+  json dynamic = json::object();
+  for (const auto& [pattern, bits] : c.dynamic_bits) dynamic[pattern] = {{"bits", bits}};
   if (!c.float_linears.empty()) {
-    json dynamic = json::object();
     json keep = json::array();
     for (const auto& group : gptq_linear_groups()) {
       json quantized = json::array();
@@ -129,9 +152,9 @@ json gptq_quantization_config(const GptqCheckpointConfig& c) {
       if (!quantized.empty()) keep.push_back(quantized);
       if (quantized.size() < group.size()) dynamic[skip_regex(group)] = json::object();
     }
-    j["dynamic"] = dynamic;
     j["modules_in_block_to_quantize"] = keep;
   }
+  if (!dynamic.empty()) j["dynamic"] = dynamic;
   return j;
 }
 
@@ -164,6 +187,23 @@ GptqCheckpointConfig parse_gptq_quantization_config(const json& j, const std::st
   if (j.contains("meta") && j["meta"].is_object() && j["meta"].contains("method") &&
       j["meta"]["method"].is_string())
     c.method = j["meta"]["method"].get<std::string>();
+  // Positive dynamic overrides with bits, in the object's order (GPTQModel / vLLM try them so).
+  if (j.contains("dynamic") && j["dynamic"].is_object()) {
+    for (const auto& [key, value] : j["dynamic"].items()) {
+      if (key.rfind("+:", 0) != 0 || !value.is_object() || !value.contains("bits")) continue;
+      CDQ_CHECK(value["bits"].is_number_integer(), "{}: dynamic '{}' has non-integer bits", what,
+                key);
+      const int b = value["bits"].get<int>();
+      CDQ_CHECK(b == 2 || b == 3 || b == 4 || b == 8,
+                "{}: dynamic '{}': GPTQ bits {} not supported (2, 3, 4 or 8)", what, key, b);
+      try {
+        (void)std::regex(key.substr(2));
+      } catch (const std::regex_error& e) {
+        fail("{}: dynamic '{}' is not a regular expression: {}", what, key, e.what());
+      }
+      c.dynamic_bits.emplace_back(key, b);
+    }
+  }
   if (j.contains("modules_in_block_to_quantize") && j["modules_in_block_to_quantize"].is_array()) {
     std::vector<std::string> listed;
     for (const auto& e : j["modules_in_block_to_quantize"]) {
@@ -280,8 +320,11 @@ class GptqReader final : public HfModelReader {
   Matrix read_linear(int layer, Linear l) const override {
     const std::string p = hf_linear_prefix(layer, l);
     const LinearShape s = linear_shape(config(), l);
-    if (tensors().contains(p + ".qweight"))
-      return read_gptq_linear(tensors(), p, quant_, s.out, s.in);
+    if (tensors().contains(p + ".qweight")) {
+      GptqCheckpointConfig c = quant_;
+      c.bits = gptq_module_bits(quant_, p);
+      return read_gptq_linear(tensors(), p, c, s.out, s.in);
+    }
     CDQ_CHECK(tensors().contains(p + ".weight"), "{}: {} has neither qweight nor weight", path(),
               p);
     return read_matrix(p + ".weight", s.out, s.in);

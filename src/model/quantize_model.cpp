@@ -86,6 +86,7 @@ LinearResult solve_linear(int layer, Linear l, BlockWeights& block, const Matrix
   }
   const Matrix& h = transform ? h_rotated : h_in;
   SolverOptions so = options.solver;
+  if (options.tune_linear) options.tune_linear(layer, l, so);
   std::optional<GridConstraint> constraint;
   if (given != nullptr)
     constraint = *given;
@@ -278,7 +279,9 @@ QuantizeSummary quantize_model(ModelReader& reader,
         relative_sum += results[i].relative;
         const Matrix& w = block.linear(l);
         const auto numel = static_cast<double>(w.rows * w.cols);
-        bits_sum += numel * bits_per_weight(options.method, options.solver, w.cols);
+        SolverOptions so = options.solver;
+        if (options.tune_linear) options.tune_linear(layer, l, so);
+        bits_sum += numel * bits_per_weight(options.method, so, w.cols);
         weights += numel;
         if (options.progress) {
           const double elapsed = seconds_since(t0);
