@@ -174,6 +174,20 @@ TEST_F(Engine, Llama2cSourceCdCodes) {
         real_text(), "s-F32");
 }
 
+// A size-budget allocation (issue 13): a per-tensor mix chosen by measurement, with its plan
+// in the metadata, is an ordinary file to the engine.
+TEST_F(Engine, AllocatedMixLoads) {
+  require_engine();
+  if (IsSkipped()) return;
+  const std::string m = test::stories260k_path();
+  check("s-F32", rtn(m, "F32"), real_text());
+  check("s-alloc",
+        {"--model", m, "--method", "rtn", "--target-size", "300000", "--calib", "self",
+         "--nsamples", "4", "--seqlen", "64", "--sensitivity-windows", "4", "--sensitivity",
+         dir_->file("s-alloc.sensitivity.json")},
+        real_text(), "s-F32");
+}
+
 // GGUF source: a float GGUF quantized again.
 TEST_F(Engine, GgufSource) {
   require_engine();
