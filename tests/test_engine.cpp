@@ -249,14 +249,14 @@ TEST_F(Engine, RtnPlainIsLlamaQuantizeBytes) {
   if (IsSkipped()) return;
   check("s-F32", rtn(test::stories260k_path(), "F32"), real_text());
   check("h-F32", rtn(hf_dir(), "F32"), real_text());
-  for (const char* t : {"Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"}) {
+  for (const char* t : {"Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "IQ4_NL"}) {
     const auto j =
         compare_with_llama_quantize(std::string("rs-") + t, dir_->file("s-F32.gguf"), t, *dir_);
     EXPECT_EQ(j["different"], 0) << t;
     EXPECT_GT(j["blocks"].get<int64_t>(), 1000) << t;
   }
-  for (const char* t :
-       {"Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "Q8_0"}) {
+  for (const char* t : {"Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M",
+                        "Q6_K", "Q8_0", "IQ4_XS"}) {
     const auto j =
         compare_with_llama_quantize(std::string("rh-") + t, dir_->file("h-F32.gguf"), t, *dir_);
     EXPECT_EQ(j["different"], 0) << t;
