@@ -13,8 +13,7 @@ set -euo pipefail
 cli=$1 shared=$2 case=$3
 shift 3
 model=$shared/models/stories260K.bin
-calib=$(dirname "$0")/../../data/stories-calib.txt
-[ -s "$calib" ] || calib=$shared/data/stories-calib.txt
+calib=$shared/data/tinyshakespeare.txt  # always beside the checkout (data/ may not be fetched)
 tmp=$(mktemp -d /tmp/cdq-mpi-XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 export OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2
