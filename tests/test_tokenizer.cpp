@@ -766,10 +766,14 @@ TEST(HfSentencePieceTokenizer, ExportedTokenizerJsonOfLlama2cVocabsEncodesLikeTh
     const json cfg = json::parse(read_file((dir / "tokenizer_config.json").string()));
     EXPECT_EQ(cfg["bos_token"], "<s>");
     EXPECT_EQ(cfg["add_bos_token"], true);
-    std::vector<std::string> texts = {
-        "",          " ",           "  two  spaces",
-        "a\nb\n\nc", "123 4567 89", "caf\xc3\xa9 \xe2\x82\xac5 \xf0\x9f\x98\x80!",
-        "\t tab"};
+    std::vector<std::string> texts = {"",
+                                      " ",
+                                      "  two  spaces",
+                                      "a\nb\n\nc",
+                                      "123 4567 89",
+                                      "caf\xc3\xa9 \xe2\x82\xac"
+                                      "5 \xf0\x9f\x98\x80!",
+                                      "\t tab"};
     for (const char* name : {"frankenstein.txt", "wikitext2-test.txt", "tinyshakespeare.txt"})
       texts.push_back(data_text(name).substr(0, 100000));
     for (const std::string& text : texts) {
